@@ -110,7 +110,10 @@ type Delta struct {
 	Remove []string                   // keys to delete; applied before Set
 	Clear  bool                       // delete every key first
 
-	Meta  *Meta  // when non-nil, replaces the record's Meta
+	// Meta, when non-nil, replaces the record's Meta. A new identity
+	// starts new timeouts, so with Meta set a non-nil Touch replaces the
+	// record's Touch outright instead of moving it forward.
+	Meta  *Meta
 	Touch *Touch // when non-nil, moves activity forward (never back)
 }
 
@@ -120,7 +123,8 @@ func (d *Delta) IsZero() bool {
 }
 
 // Apply applies d to r in place, as every store must: Clear, then Remove,
-// then Set; Meta replaced; Touch moved forward only. It does not change
+// then Set; Meta replaced; Touch moved forward only, or replaced along
+// with Meta. It does not change
 // r.Version. Stores may use it or do the same thing natively.
 func (d *Delta) Apply(r *Record) {
 	if d.Clear {
@@ -138,7 +142,9 @@ func (d *Delta) Apply(r *Record) {
 	if d.Meta != nil {
 		r.Meta = *d.Meta
 	}
-	if t := d.Touch; t != nil {
+	if t := d.Touch; t != nil && d.Meta != nil {
+		r.Touch = *t
+	} else if t != nil {
 		if t.LastSeen.After(r.LastSeen) {
 			r.LastSeen = t.LastSeen
 			if t.LastIP != "" {

@@ -1,0 +1,145 @@
+package hallpass
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// SessionInfo describes one of a user's sessions for a "your devices"
+// page. It holds the public handle, never the token.
+type SessionInfo struct {
+	Handle           string    `json:"handle"`
+	UserID           string    `json:"user"`
+	CreatedAt        time.Time `json:"created_at"`
+	LastSeen         time.Time `json:"last_seen"`
+	IP               string    `json:"ip"`         // at last activity
+	UserAgent        string    `json:"user_agent"` // at last activity
+	CreatedIP        string    `json:"created_ip"`
+	AuthLevel        string    `json:"auth_level"`
+	Remembered       bool      `json:"remembered"`
+	Persistent       bool      `json:"persistent"`
+	IdleDeadline     time.Time `json:"idle_deadline"`
+	AbsoluteDeadline time.Time `json:"absolute_deadline"`
+	Current          bool      `json:"current"` // the session making the request
+}
+
+// ErrUnknownHandle reports a handle that names no live session of the user.
+var ErrUnknownHandle = errors.New("hallpass: no such session for this user")
+
+// UserSessions lists a user's live sessions, most recently seen first.
+func (m *Manager) UserSessions(ctx context.Context, userID string) ([]SessionInfo, error) {
+	return m.userSessions(ctx, userID, "")
+}
+
+func (m *Manager) userSessions(ctx context.Context, userID, current string) ([]SessionInfo, error) {
+	if userID == "" {
+		return nil, nil
+	}
+	recs, err := m.store.ListUser(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: list sessions: %w", ErrStore, err)
+	}
+	now := m.now()
+	out := make([]SessionInfo, 0, len(recs))
+	for _, r := range recs {
+		if r.Expired(now) {
+			continue
+		}
+		out = append(out, SessionInfo{
+			Handle: r.Handle, UserID: r.UserID, CreatedAt: r.CreatedAt, LastSeen: r.LastSeen,
+			IP: r.LastIP, UserAgent: r.LastUA, CreatedIP: r.CreatedIP, AuthLevel: r.AuthLevel,
+			Remembered: r.Remembered, Persistent: r.Persistent, IdleDeadline: r.IdleDeadline,
+			AbsoluteDeadline: r.AbsoluteDeadline, Current: current != "" && r.Handle == current,
+		})
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int { return cmp.Compare(b.LastSeen.UnixNano(), a.LastSeen.UnixNano()) })
+	return out, nil
+}
+
+// Revoke ends the session of userID whose handle is handle, on the server,
+// at once. It returns ErrUnknownHandle if there is none: a handle of
+// another user's session is unknown too.
+func (m *Manager) Revoke(ctx context.Context, userID, handle string) error {
+	return m.revoke(ctx, userID, handle, ReasonRevoke)
+}
+
+func (m *Manager) revoke(ctx context.Context, userID, handle, reason string) error {
+	if userID == "" || handle == "" {
+		return ErrUnknownHandle
+	}
+	recs, err := m.store.ListUser(ctx, userID)
+	if err != nil {
+		return fmt.Errorf("%w: list sessions: %w", ErrStore, err)
+	}
+	for _, r := range recs {
+		if r.Handle != handle || r.UserID != userID {
+			continue
+		}
+		if err := m.store.Delete(ctx, r.Key); err != nil {
+			return fmt.Errorf("%w: revoke: %w", ErrStore, err)
+		}
+		m.emit(ctx, EventRevoked, reason, r, "", "")
+		return nil
+	}
+	return ErrUnknownHandle
+}
+
+// RevokeAll ends every session of userID, for "sign out everywhere" and
+// password changes, and returns how many it ended.
+func (m *Manager) RevokeAll(ctx context.Context, userID string) (int, error) {
+	return m.revokeUser(ctx, userID, ReasonRevokeAll)
+}
+
+func (m *Manager) revokeUser(ctx context.Context, userID, reason string, keep ...Key) (int, error) {
+	if userID == "" {
+		return 0, nil
+	}
+	n, err := m.store.DeleteUser(ctx, userID, keep...)
+	if err != nil {
+		return n, fmt.Errorf("%w: revoke sessions: %w", ErrStore, err)
+	}
+	if n > 0 {
+		m.events.Emit(ctx, Event{Kind: EventRevoked, Reason: reason, UserID: userID, Time: m.now()})
+	}
+	return n, nil
+}
+
+// Devices lists the sessions of the signed-in user, marking this one as
+// Current. A guest has none.
+func (s *Session) Devices() ([]SessionInfo, error) {
+	if s == nil {
+		return nil, ErrNoSession
+	}
+	return s.m.userSessions(s.ctx, s.UserID(), s.Handle())
+}
+
+// Revoke ends the signed-in user's session whose handle is handle. Ending
+// this very session is a Logout.
+func (s *Session) Revoke(handle string) error {
+	if s == nil {
+		return ErrNoSession
+	}
+	if handle != "" && handle == s.Handle() {
+		return s.Logout()
+	}
+	return s.m.revoke(s.ctx, s.UserID(), handle, ReasonRevoke)
+}
+
+// RevokeOthers ends every session of the signed-in user but this one and
+// returns how many it ended.
+func (s *Session) RevokeOthers() (int, error) {
+	if s == nil {
+		return 0, ErrNoSession
+	}
+	s.mu.Lock()
+	rec := s.rec
+	s.mu.Unlock()
+	if rec == nil || rec.UserID == "" {
+		return 0, nil
+	}
+	return s.m.revokeUser(s.ctx, rec.UserID, ReasonRevokeOthers, rec.Key)
+}

@@ -1,0 +1,232 @@
+// Package hallpass manages server-side sessions for net/http applications.
+//
+// A Manager keeps each session in a Store under SHA-256 of a 256-bit
+// random token; only the browser's cookie holds the token. Its Handler
+// middleware loads the session into the request context, and saves what
+// the handler changed before the first byte of the response, merged with
+// what other requests changed meanwhile.
+//
+//	m, err := hallpass.New(hallpass.Config{Store: memstore.New(nil)})
+//	...
+//	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+//		s := hallpass.FromRequest(r)
+//		n, _ := hallpass.Get[int](s, "visits")
+//		s.Set("visits", n+1)
+//		fmt.Fprintf(w, "visit %d", n+1)
+//	})
+//	http.ListenAndServe("localhost:8080", m.Handler(mux))
+//
+// Guests cost nothing until a handler writes to their session. Login
+// rotates the token (no session fixation) and keeps the guest's data;
+// Logout and the Revoke methods end sessions on the server, so a replayed
+// cookie gets a guest. Sessions have both an idle timeout, which slides on
+// activity, and an absolute lifetime, which never moves.
+package hallpass
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultIdleTimeout           = 30 * time.Minute
+	DefaultLifetime              = 12 * time.Hour
+	DefaultPersistentIdleTimeout = 7 * 24 * time.Hour
+	DefaultPersistentLifetime    = 30 * 24 * time.Hour
+	DefaultBackgroundHeader      = "Hallpass-Background"
+	maxTouchInterval             = time.Minute
+)
+
+// Config configures a Manager. Only Store is required; every zero value
+// means the documented default.
+type Config struct {
+	// Store keeps the sessions.
+	Store Store
+
+	// IdleTimeout ends a browser-session (non-persistent) session after
+	// this long without a request. Default 30 minutes.
+	IdleTimeout time.Duration
+	// Lifetime ends a non-persistent session this long after it was
+	// created or signed in, whatever its activity. Default 12 hours.
+	Lifetime time.Duration
+	// PersistentIdleTimeout and PersistentLifetime are the same for
+	// persistent sessions. Defaults 7 and 30 days.
+	PersistentIdleTimeout time.Duration
+	PersistentLifetime    time.Duration
+	// GuestPersistent gives new guest sessions a persistent cookie, so
+	// that a guest's cart survives closing the browser.
+	GuestPersistent bool
+
+	// TouchInterval throttles the sliding of the idle deadline: a session
+	// is written for activity at most once per interval. Default: an
+	// eighth of the idle timeout, at most one minute.
+	TouchInterval time.Duration
+
+	// Cookie sets the session cookie's name and attributes.
+	Cookie Cookie
+
+	// BackgroundHeader names a request header which, when present with any
+	// value, marks the request as background: it is authenticated but does
+	// not slide the idle deadline. Default "Hallpass-Background"; "-"
+	// disables the header (Manager.Background still works).
+	BackgroundHeader string
+
+	// OnLogin, if set, runs inside Login after the session has its new
+	// user id and before it is saved; it may read the guest's data and
+	// merge it with the user's (a saved cart, say). An error aborts Login.
+	OnLogin func(ctx context.Context, s *Session) error
+
+	// Events receives every session event. Default: SlogSink{}.
+	Events Sink
+
+	// ErrorHandler writes the response when the session cannot be loaded
+	// or saved. Default: 503 Service Unavailable with Retry-After.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+
+	// ClientIP returns the address recorded in sessions and events.
+	// Default: the host part of r.RemoteAddr.
+	ClientIP func(r *http.Request) string
+
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// ErrStore wraps any failure of the Store, so error handlers can tell it
+// from other errors with errors.Is.
+var ErrStore = errors.New("hallpass: session store failed")
+
+// Manager creates, loads, saves and ends sessions. It is safe for
+// concurrent use.
+type Manager struct {
+	cfg    Config
+	store  Store
+	cookie Cookie
+	now    func() time.Time
+	events Sink
+
+	touchEvery time.Duration
+	warnOnce   sync.Once
+}
+
+// New returns a Manager for cfg, or an error naming what is wrong with it.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("hallpass: Config.Store is nil; use memstore.New(nil) for a single process")
+	}
+	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&cfg.Lifetime, DefaultLifetime)
+	setDefault(&cfg.PersistentIdleTimeout, DefaultPersistentIdleTimeout)
+	setDefault(&cfg.PersistentLifetime, DefaultPersistentLifetime)
+	for _, d := range []time.Duration{cfg.IdleTimeout, cfg.Lifetime, cfg.PersistentIdleTimeout, cfg.PersistentLifetime, cfg.TouchInterval} {
+		if d < 0 {
+			return nil, fmt.Errorf("hallpass: negative duration %v in Config", d)
+		}
+	}
+	if cfg.BackgroundHeader == "" {
+		cfg.BackgroundHeader = DefaultBackgroundHeader
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Events == nil {
+		cfg.Events = SlogSink{}
+	}
+	if cfg.ErrorHandler == nil {
+		cfg.ErrorHandler = DefaultErrorHandler
+	}
+	if cfg.ClientIP == nil {
+		cfg.ClientIP = RemoteIP
+	}
+	cookie, err := cfg.Cookie.resolve()
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, store: cfg.Store, cookie: cookie, now: cfg.Now, events: cfg.Events}
+	m.touchEvery = cfg.TouchInterval
+	if m.touchEvery == 0 {
+		m.touchEvery = min(maxTouchInterval, min(cfg.IdleTimeout, cfg.PersistentIdleTimeout)/8)
+	}
+	if cookie.Insecure {
+		slog.Warn("hallpass: session cookie without Secure (Cookie.Insecure); anyone on the network path can steal sessions. Use only for plain-HTTP development hosts.")
+	}
+	return m, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+// Store returns the Manager's store.
+func (m *Manager) Store() Store { return m.store }
+
+// CookieName returns the session cookie's name.
+func (m *Manager) CookieName() string { return m.cookie.Name }
+
+func (m *Manager) timeouts(persistent bool) (idle, lifetime time.Duration) {
+	if persistent {
+		return m.cfg.PersistentIdleTimeout, m.cfg.PersistentLifetime
+	}
+	return m.cfg.IdleTimeout, m.cfg.Lifetime
+}
+
+func (m *Manager) emit(ctx context.Context, kind EventKind, reason string, rec *Record, ip, ua string) {
+	e := Event{Kind: kind, Reason: reason, Time: m.now(), IP: ip, UserAgent: ua}
+	if rec != nil {
+		e.Handle, e.UserID = rec.Handle, rec.UserID
+	}
+	m.events.Emit(ctx, e)
+}
+
+// DefaultErrorHandler answers 503 Service Unavailable, asking the client
+// to retry shortly. It does not reveal err to the client.
+func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	w.Header().Set("Retry-After", "1")
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, "session service temporarily unavailable; please retry", http.StatusServiceUnavailable)
+}
+
+// RemoteIP returns the host part of r.RemoteAddr. It ignores
+// X-Forwarded-For: trusting that header is a decision for a proxy-aware
+// Config.ClientIP.
+func RemoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// isLoopbackHost reports whether browsers treat host as a secure context
+// over plain HTTP, and so keep Secure and __Host- cookies from it.
+func isLoopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// warnPlainHTTP logs once when a Secure cookie is about to be sent over
+// plain HTTP to a host the browser will not accept it from.
+func (m *Manager) warnPlainHTTP(r *http.Request) {
+	if m.cookie.Insecure || r.TLS != nil || isLoopbackHost(r.Host) {
+		return
+	}
+	m.warnOnce.Do(func() {
+		slog.Warn("hallpass: sending a Secure session cookie over plain HTTP; browsers will drop it and every request will be a guest. Serve HTTPS (or set Cookie.Insecure for a plain-HTTP development host).", "host", r.Host)
+	})
+}

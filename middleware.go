@@ -1,0 +1,266 @@
+package hallpass
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+)
+
+// Handler returns middleware that puts a Session in each request's context
+// and saves it before the first byte of the response. If the store cannot
+// load or save the session, the request fails closed through
+// Config.ErrorHandler (503 by default) and nothing is half-written.
+//
+// Handler may be nested: an inner Handler of the same Manager passes the
+// request through.
+func (m *Manager) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s := FromContext(r.Context()); s != nil && s.m == m {
+			next.ServeHTTP(w, r)
+			return
+		}
+		sw := &sessionWriter{ResponseWriter: w, r: r}
+		s := &sw.s
+		if err := m.load(r, s); err != nil {
+			m.cfg.ErrorHandler(w, r, err)
+			return
+		}
+		sw.r = r.WithContext(s.ctx)
+		next.ServeHTTP(sw, sw.r)
+		if !sw.started {
+			sw.commit()
+		}
+	})
+}
+
+// Background returns middleware that marks requests as background: the
+// session is loaded and saved as usual, but the request does not slide the
+// idle deadline. Use it for polling and status routes. It must run inside
+// Handler.
+func (m *Manager) Background(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s := FromRequest(r); s != nil {
+			s.mu.Lock()
+			s.background = true
+			s.mu.Unlock()
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// load fills s with the session the request's cookie names, or a guest.
+func (m *Manager) load(r *http.Request, s *Session) error {
+	ctx := r.Context()
+	s.m = m
+	s.ctx = contextWithSession(ctx, s)
+	s.ip, s.ua = m.cfg.ClientIP(r), r.UserAgent()
+	s.requestTime = m.now()
+	if h := m.cfg.BackgroundHeader; h != "-" && r.Header.Get(h) != "" {
+		s.background = true
+	}
+
+	value, n := readCookie(r.Header, m.cookie.Name)
+	if n == 0 {
+		return nil
+	}
+	if n > 1 {
+		// Cookie tossing from a sibling host, or a browser in a strange
+		// state: trusting either copy could pin the victim to an
+		// attacker's session.
+		m.emit(ctx, EventSuspicious, ReasonDuplicateCookie, nil, s.ip, s.ua)
+		s.dropCookie = true
+		return nil
+	}
+	key, err := ParseToken(value)
+	if err != nil {
+		m.emit(ctx, EventSuspicious, ReasonMalformedCookie, nil, s.ip, s.ua)
+		s.dropCookie = true
+		return nil
+	}
+	rec, err := m.store.Load(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		m.emit(ctx, EventSuspicious, ReasonUnknownToken, nil, s.ip, s.ua)
+		s.dropCookie = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: load: %w", ErrStore, err)
+	}
+	if rec.Expired(s.requestTime) {
+		// The store's sweeper has not caught up; end it here so the
+		// event says why.
+		kind := EventExpiredIdle
+		if !s.requestTime.Before(rec.AbsoluteDeadline) && !rec.AbsoluteDeadline.IsZero() {
+			kind = EventExpiredAbsolute
+		}
+		if err := m.store.Delete(ctx, key); err != nil {
+			return fmt.Errorf("%w: delete expired: %w", ErrStore, err)
+		}
+		m.emit(ctx, kind, "", rec, s.ip, s.ua)
+		s.dropCookie = true
+		return nil
+	}
+	rec.Key = key
+	s.rec, s.token, s.data = rec, value, rec.Data
+	if s.data == nil {
+		s.data = make(map[string]json.RawMessage)
+	}
+	return nil
+}
+
+// commit saves the session and sets or drops the cookie. It runs
+// once, just before the response starts.
+func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.committed = true
+	m := s.m
+	now := m.now()
+
+	if s.rec == nil {
+		if !s.dirtyLocked() {
+			if s.dropCookie {
+				m.clearCookie(w)
+			}
+			return nil
+		}
+		rec := m.newRecord(now, s.ip, s.ua)
+		rec.Data = s.data
+		token, err := m.create(s.ctx, rec)
+		if err != nil {
+			return err
+		}
+		s.rec, s.token = rec, token
+		s.resetPendingLocked()
+		m.emit(s.ctx, EventCreated, "", rec, s.ip, s.ua)
+		m.warnPlainHTTP(r)
+		m.setCookie(w, token, rec.Persistent, rec.ExpiresAt(), now)
+		return nil
+	}
+
+	d := s.pendingLocked()
+	touched := false
+	if s.forceTouch || !s.background && now.Sub(s.rec.LastSeen) >= m.touchEvery {
+		idle, _ := m.timeouts(s.rec.Persistent)
+		t := Touch{LastSeen: now, IdleDeadline: minTime(now.Add(idle), s.rec.AbsoluteDeadline), LastIP: s.ip, LastUA: s.ua}
+		if s.rec.AbsoluteDeadline.IsZero() {
+			t.IdleDeadline = now.Add(idle)
+		}
+		d.Touch = &t
+		touched = true
+	}
+	if !d.IsZero() {
+		err := m.store.Update(s.ctx, s.rec.Key, d)
+		if errors.Is(err, ErrNotFound) {
+			s.goneLocked()
+			m.clearCookie(w)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: update: %w", ErrStore, err)
+		}
+		d.Apply(s.rec)
+		s.rec.Version++
+		s.resetPendingLocked()
+		if s.forceTouch {
+			m.emit(s.ctx, EventExtended, "", s.rec, s.ip, s.ua)
+		}
+	}
+	// A persistent cookie's Max-Age follows the server-side deadline, so
+	// it is re-issued whenever that moves.
+	if s.newCookie || touched && s.rec.Persistent {
+		m.warnPlainHTTP(r)
+		m.setCookie(w, s.token, s.rec.Persistent, s.rec.ExpiresAt(), now)
+	}
+	return nil
+}
+
+// sessionWriter saves the session before the first byte of the response
+// goes out. It holds the Session itself so a request costs one allocation
+// for both.
+type sessionWriter struct {
+	http.ResponseWriter
+	r       *http.Request
+	s       Session
+	started bool // commit ran
+	failed  bool // commit failed; the error response replaced the handler's
+}
+
+// errSessionFailed is what the handler's writes return once the session
+// could not be saved and the error response went out instead.
+var errSessionFailed = errors.New("hallpass: response replaced by the session error response")
+
+func (w *sessionWriter) commit() {
+	w.started = true
+	if err := w.s.commit(w.ResponseWriter, w.r); err != nil {
+		w.failed = true
+		w.s.m.cfg.ErrorHandler(w.ResponseWriter, w.r, err)
+	}
+}
+
+func (w *sessionWriter) WriteHeader(code int) {
+	if !w.started {
+		// 1xx responses (103 Early Hints) are not the response; 101 is.
+		if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+			w.ResponseWriter.WriteHeader(code)
+			return
+		}
+		w.commit()
+	}
+	if !w.failed {
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (w *sessionWriter) Write(b []byte) (int, error) {
+	if !w.started {
+		w.commit()
+	}
+	if w.failed {
+		return 0, errSessionFailed
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps io.Copy's sendfile fast path.
+func (w *sessionWriter) ReadFrom(src io.Reader) (int64, error) {
+	if !w.started {
+		w.commit()
+	}
+	if w.failed {
+		return 0, errSessionFailed
+	}
+	return io.Copy(w.ResponseWriter, src)
+}
+
+// Flush implements http.Flusher for streaming handlers (SSE).
+func (w *sessionWriter) Flush() { _ = w.FlushError() }
+
+// FlushError is what http.ResponseController.Flush calls.
+func (w *sessionWriter) FlushError() error {
+	if !w.started {
+		w.commit()
+	}
+	if w.failed {
+		return errSessionFailed
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack implements http.Hijacker (WebSockets). The session is saved first.
+func (w *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if !w.started {
+		w.commit()
+	}
+	if w.failed {
+		return nil, nil, errSessionFailed
+	}
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *sessionWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,480 @@
+package hallpass
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Errors of the Session API.
+var (
+	// ErrResponseStarted reports a change to a session after the response
+	// headers were sent; the change is not saved. Change the session
+	// before writing the response.
+	ErrResponseStarted = errors.New("hallpass: session changed after the response started; the change was not saved")
+	// ErrNoSession reports a nil Session: the handler is not wrapped by
+	// Manager.Handler.
+	ErrNoSession = errors.New("hallpass: no session in the request context; wrap the handler with Manager.Handler")
+)
+
+// Session is one request's view of a session. Handlers get it with
+// FromRequest or FromContext. It is safe for concurrent use by the
+// handler's goroutines until the response starts.
+type Session struct {
+	m   *Manager
+	ctx context.Context
+
+	mu        sync.Mutex
+	rec       *Record // nil while the session is a guest that nothing was written to
+	token     string  // the token the client holds, or will after this response
+	data      map[string]json.RawMessage
+	set       map[string]json.RawMessage
+	removed   map[string]struct{}
+	cleared   bool
+	committed bool
+
+	newCookie   bool // the client must get a (new) cookie
+	dropCookie  bool // the client must forget its cookie
+	forceTouch  bool // Extend was called
+	background  bool // do not slide the idle deadline
+	ip, ua      string
+	requestTime time.Time
+}
+
+type ctxKey struct{}
+
+func contextWithSession(ctx context.Context, s *Session) context.Context {
+	return context.WithValue(ctx, ctxKey{}, s)
+}
+
+// FromContext returns the session that Manager.Handler put in ctx, or nil.
+func FromContext(ctx context.Context) *Session {
+	s, _ := ctx.Value(ctxKey{}).(*Session)
+	return s
+}
+
+// FromRequest returns the request's session, or nil if the handler is not
+// wrapped by Manager.Handler.
+func FromRequest(r *http.Request) *Session { return FromContext(r.Context()) }
+
+// Get decodes the value at key into a T. A missing key gives T's zero
+// value and no error; a value that is not a T gives an error naming the
+// key and the type.
+func Get[T any](s *Session, key string) (T, error) {
+	var v T
+	if s == nil {
+		return v, ErrNoSession
+	}
+	s.mu.Lock()
+	raw, ok := s.data[key]
+	s.mu.Unlock()
+	if !ok {
+		return v, nil
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, fmt.Errorf("hallpass: session key %q does not hold a %T: %w", key, v, err)
+	}
+	return v, nil
+}
+
+// Pop is Get followed by Delete, for one-time messages ("flash"). A value
+// of the wrong type is still deleted.
+func Pop[T any](s *Session, key string) (T, error) {
+	v, err := Get[T](s, key)
+	if s == nil {
+		return v, err
+	}
+	if s.Has(key) {
+		if derr := s.Delete(key); err == nil {
+			err = derr
+		}
+	}
+	return v, err
+}
+
+// Has reports whether key holds a value.
+func (s *Session) Has(key string) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.data[key]
+	return ok
+}
+
+// Keys returns the keys that hold values, in no set order.
+func (s *Session) Keys() []string {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.data))
+	for k := range s.data {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Set stores v, encoded as JSON, at key. The change is saved when the
+// response starts, merged with changes other requests made to other keys.
+func (s *Session) Set(key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("hallpass: session key %q: value cannot be stored as JSON: %w", key, err)
+	}
+	return s.change(func() {
+		if s.data == nil {
+			s.data = make(map[string]json.RawMessage)
+		}
+		if s.set == nil {
+			s.set = make(map[string]json.RawMessage)
+		}
+		s.data[key] = raw
+		s.set[key] = raw
+		delete(s.removed, key)
+	})
+}
+
+// Delete removes key.
+func (s *Session) Delete(key string) error {
+	return s.change(func() {
+		if _, ok := s.data[key]; !ok && s.rec == nil {
+			return
+		}
+		delete(s.data, key)
+		delete(s.set, key)
+		if s.removed == nil {
+			s.removed = make(map[string]struct{})
+		}
+		s.removed[key] = struct{}{}
+	})
+}
+
+// Clear removes every key. The session itself, and who is signed in to
+// it, stay.
+func (s *Session) Clear() error {
+	return s.change(func() {
+		clear(s.data)
+		s.set, s.removed, s.cleared = nil, nil, true
+	})
+}
+
+func (s *Session) change(f func()) error {
+	if s == nil {
+		return ErrNoSession
+	}
+	s.mu.Lock()
+	if s.committed {
+		rec := s.rec
+		s.mu.Unlock()
+		s.m.emit(s.ctx, EventSuspicious, ReasonWriteAfterStart, rec, s.ip, s.ua)
+		return ErrResponseStarted
+	}
+	f()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Session) dirtyLocked() bool {
+	return len(s.set) > 0 || len(s.removed) > 0 || s.cleared
+}
+
+// pendingLocked returns the data changes not yet saved.
+func (s *Session) pendingLocked() Delta {
+	d := Delta{Set: s.set, Clear: s.cleared}
+	if len(s.removed) > 0 {
+		d.Remove = make([]string, 0, len(s.removed))
+		for k := range s.removed {
+			d.Remove = append(d.Remove, k)
+		}
+	}
+	return d
+}
+
+func (s *Session) resetPendingLocked() {
+	s.set, s.removed, s.cleared = nil, nil, false
+}
+
+// Handle returns the session's public id, or "" for a guest that has not
+// been saved yet. It is safe to show and to log.
+func (s *Session) Handle() string { return s.field(func(r *Record) string { return r.Handle }) }
+
+// UserID returns the signed-in user's id, or "" for a guest.
+func (s *Session) UserID() string { return s.field(func(r *Record) string { return r.UserID }) }
+
+// AuthLevel returns how the user signed in, as given to Login.
+func (s *Session) AuthLevel() string { return s.field(func(r *Record) string { return r.AuthLevel }) }
+
+// IsAuthenticated reports whether a user is signed in.
+func (s *Session) IsAuthenticated() bool { return s.UserID() != "" }
+
+// Record returns a copy of the session's record, or nil for a guest that
+// has not been saved yet.
+func (s *Session) Record() *Record {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rec == nil {
+		return nil
+	}
+	r := s.rec.Clone()
+	r.Data = nil
+	return r
+}
+
+func (s *Session) field(f func(*Record) string) string {
+	if s == nil {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rec == nil {
+		return ""
+	}
+	return f(s.rec)
+}
+
+// LoginOptions describes a sign-in.
+type LoginOptions struct {
+	// Persistent keeps the session across browser restarts ("keep me
+	// signed in"), with the persistent timeouts.
+	Persistent bool
+	// AuthLevel records how the user proved who they are. Default "password".
+	AuthLevel string
+	// Remembered marks a sign-in by a remember-me token rather than a
+	// credential the user just typed.
+	Remembered bool
+}
+
+// Login signs userID in to this session. It issues a new token and kills
+// the old one at once (no session fixation), keeps the guest's data (a
+// cart) unless another user was signed in, calls Config.OnLogin, and
+// starts a new absolute lifetime.
+func (s *Session) Login(userID string, opts LoginOptions) error {
+	if s == nil {
+		return ErrNoSession
+	}
+	if userID == "" {
+		return errors.New("hallpass: Login needs a non-empty user id")
+	}
+	if opts.AuthLevel == "" {
+		opts.AuthLevel = "password"
+	}
+	now := s.m.now()
+	idle, lifetime := s.m.timeouts(opts.Persistent)
+	meta := Meta{
+		UserID:           userID,
+		AuthTime:         now,
+		AuthLevel:        opts.AuthLevel,
+		Remembered:       opts.Remembered,
+		ReauthAt:         now,
+		Persistent:       opts.Persistent,
+		AbsoluteDeadline: now.Add(lifetime),
+	}
+	touch := Touch{LastSeen: now, IdleDeadline: minTime(now.Add(idle), meta.AbsoluteDeadline), LastIP: s.ip, LastUA: s.ua}
+
+	s.mu.Lock()
+	if s.committed {
+		s.mu.Unlock()
+		return ErrResponseStarted
+	}
+	if s.rec != nil && s.rec.UserID != "" && s.rec.UserID != userID {
+		// Another user's data must not leak into this one's session.
+		clear(s.data)
+		s.set, s.removed, s.cleared = nil, nil, true
+	}
+	prev := s.rec
+	// OnLogin sees the new identity; it runs unlocked because it uses the
+	// Session API itself.
+	s.rec = &Record{Meta: meta, Touch: touch}
+	if prev != nil {
+		s.rec.Handle, s.rec.CreatedAt = prev.Handle, prev.CreatedAt
+	}
+	s.mu.Unlock()
+
+	if hook := s.m.cfg.OnLogin; hook != nil {
+		if err := hook(s.ctx, s); err != nil {
+			s.mu.Lock()
+			s.rec = prev
+			s.mu.Unlock()
+			return fmt.Errorf("hallpass: Login: OnLogin: %w", err)
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.pendingLocked()
+	d.Meta, d.Touch = &meta, &touch
+	var rec *Record
+	var token string
+	var err error
+	if prev != nil {
+		rec, token, err = s.m.rotate(s.ctx, prev, d)
+	}
+	if prev == nil || errors.Is(err, ErrNotFound) {
+		// No stored session yet, or it ended during this request (expired,
+		// revoked): the user has just proved who they are, so start a
+		// new one from what this request saw.
+		rec = s.m.newRecord(now, s.ip, s.ua)
+		rec.Data = maps.Clone(s.data)
+		rec.Meta, rec.Touch = meta, touch
+		token, err = s.m.create(s.ctx, rec)
+	}
+	if err != nil {
+		s.rec = prev
+		return err
+	}
+	s.installLocked(rec, token)
+	s.m.emit(s.ctx, EventAuthenticated, "", rec, s.ip, s.ua)
+	return nil
+}
+
+// Renew issues a new token for the session and kills the old one at once.
+// Data, handle, user and both deadlines stay. Call it after any change of
+// privilege. A guest that has not been saved has no token to renew.
+func (s *Session) Renew() error {
+	if s == nil {
+		return ErrNoSession
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.committed {
+		return ErrResponseStarted
+	}
+	if s.rec == nil {
+		return nil
+	}
+	rec, token, err := s.m.rotate(s.ctx, s.rec, s.pendingLocked())
+	if errors.Is(err, ErrNotFound) {
+		s.goneLocked()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.installLocked(rec, token)
+	s.m.emit(s.ctx, EventRenewed, "", rec, s.ip, s.ua)
+	return nil
+}
+
+func (s *Session) installLocked(rec *Record, token string) {
+	s.rec, s.token = rec, token
+	s.data = rec.Data
+	if s.data == nil {
+		s.data = make(map[string]json.RawMessage)
+	}
+	s.resetPendingLocked()
+	s.newCookie, s.dropCookie = true, false
+}
+
+// goneLocked turns the session into a fresh guest after its record ended
+// during the request, and tells the browser to drop the cookie.
+func (s *Session) goneLocked() {
+	s.m.emit(s.ctx, EventRevoked, ReasonGone, s.rec, s.ip, s.ua)
+	s.rec, s.token, s.data = nil, "", nil
+	s.resetPendingLocked()
+	s.newCookie, s.dropCookie = false, true
+}
+
+// Logout ends the session on the server at once and tells the browser to
+// drop the cookie. Anything written to the session afterwards in the same
+// request starts a new guest session.
+func (s *Session) Logout() error {
+	if s == nil {
+		return ErrNoSession
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.committed {
+		return ErrResponseStarted
+	}
+	if s.rec != nil {
+		if err := s.m.store.Delete(s.ctx, s.rec.Key); err != nil {
+			return fmt.Errorf("%w: logout: %w", ErrStore, err)
+		}
+		s.m.emit(s.ctx, EventLoggedOut, "", s.rec, s.ip, s.ua)
+	}
+	s.rec, s.token, s.data = nil, "", nil
+	s.resetPendingLocked()
+	s.newCookie, s.dropCookie = false, true
+	return nil
+}
+
+// Extend slides the idle deadline now, ignoring the touch throttle.
+func (s *Session) Extend() error {
+	return s.change(func() { s.forceTouch = true })
+}
+
+// rotate moves prev to a fresh token, applying d. It returns the record
+// as now stored, or an error wrapping ErrNotFound if prev has ended.
+func (m *Manager) rotate(ctx context.Context, prev *Record, d Delta) (*Record, string, error) {
+	for range 3 { // a taken 256-bit key means a broken RNG, not bad luck
+		token := NewToken()
+		key := KeyOf(token)
+		err := m.store.Rotate(ctx, prev.Key, key, d)
+		if errors.Is(err, ErrExists) {
+			continue
+		}
+		if errors.Is(err, ErrNotFound) {
+			return nil, "", err
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: rotate: %w", ErrStore, err)
+		}
+		rec := prev.Clone()
+		d.Apply(rec)
+		rec.Key = key
+		rec.Version++
+		return rec, token, nil
+	}
+	return nil, "", fmt.Errorf("%w: no free key for the session; is crypto/rand broken?", ErrStore)
+}
+
+// create stores rec under a fresh token, which it returns.
+func (m *Manager) create(ctx context.Context, rec *Record) (string, error) {
+	for range 3 {
+		token := NewToken()
+		rec.Key = KeyOf(token)
+		err := m.store.Create(ctx, rec)
+		if errors.Is(err, ErrExists) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("%w: create: %w", ErrStore, err)
+		}
+		rec.Version = 1
+		return token, nil
+	}
+	return "", fmt.Errorf("%w: no free key for the session; is crypto/rand broken?", ErrStore)
+}
+
+// newRecord returns a guest record as a new session starts.
+func (m *Manager) newRecord(now time.Time, ip, ua string) *Record {
+	persistent := m.cfg.GuestPersistent
+	idle, lifetime := m.timeouts(persistent)
+	abs := now.Add(lifetime)
+	return &Record{
+		Handle:    NewHandle(),
+		Meta:      Meta{Persistent: persistent, AbsoluteDeadline: abs},
+		Touch:     Touch{LastSeen: now, IdleDeadline: minTime(now.Add(idle), abs), LastIP: ip, LastUA: ua},
+		CreatedAt: now,
+		CreatedIP: ip,
+		CreatedUA: ua,
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
