@@ -82,6 +82,10 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 		return nil
 	}
 	rec, err := m.store.Load(ctx, key)
+	var expired *ExpiredError
+	if errors.As(err, &expired) && expired.Record != nil {
+		rec, err = expired.Record, nil
+	}
 	if errors.Is(err, ErrNotFound) {
 		m.emit(ctx, EventSuspicious, ReasonUnknownToken, nil, s.ip, s.ua)
 		s.dropCookie = true
@@ -90,11 +94,11 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 	if err != nil {
 		return fmt.Errorf("%w: load: %w", ErrStore, err)
 	}
-	if rec.Expired(s.requestTime) {
-		// The store's sweeper has not caught up; end it here so the
-		// event says why.
+	if expired != nil || rec.Expired(s.requestTime) {
+		// End it here rather than wait for the sweeper, so the event says
+		// why and for whom.
 		kind := EventExpiredIdle
-		if !s.requestTime.Before(rec.AbsoluteDeadline) && !rec.AbsoluteDeadline.IsZero() {
+		if !rec.AbsoluteDeadline.IsZero() && !s.requestTime.Before(rec.AbsoluteDeadline) {
 			kind = EventExpiredAbsolute
 		}
 		if err := m.store.Delete(ctx, key); err != nil {

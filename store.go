@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"maps"
 	"time"
 )
 
@@ -17,6 +18,19 @@ var (
 	// ErrExists reports that Create or Rotate found the target key taken.
 	ErrExists = errors.New("hallpass: session key already exists")
 )
+
+// ExpiredError is what Load may return for a record that has expired but
+// is still held by the store (not yet swept). It matches ErrNotFound, so
+// callers that only care whether a session is live need not know it; the
+// engine uses Record to say which deadline passed, and for whom.
+type ExpiredError struct {
+	Record *Record
+}
+
+func (e *ExpiredError) Error() string { return "hallpass: session expired" }
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *ExpiredError) Is(target error) bool { return target == ErrNotFound }
 
 // Key is the store key of a session: the SHA-256 of its token. A store
 // holds keys, never tokens, so a leaked store yields no usable cookie.
@@ -93,12 +107,7 @@ func (r *Record) Expired(now time.Time) bool {
 // themselves are shared: nobody mutates them.
 func (r *Record) Clone() *Record {
 	c := *r
-	if r.Data != nil {
-		c.Data = make(map[string]json.RawMessage, len(r.Data))
-		for k, v := range r.Data {
-			c.Data[k] = v
-		}
-	}
+	c.Data = maps.Clone(r.Data)
 	return &c
 }
 
@@ -169,7 +178,8 @@ type Store interface {
 	// Create stores a new record with Version 1. It fails with ErrExists if
 	// the key is taken.
 	Create(ctx context.Context, r *Record) error
-	// Load returns the record for key, or ErrNotFound.
+	// Load returns the record for key, or ErrNotFound. For a record that
+	// has expired but is still held, it may return an *ExpiredError.
 	Load(ctx context.Context, key Key) (*Record, error)
 	// Update applies d to the live record at key and increments its
 	// Version. It never creates: a missing or expired record gives
