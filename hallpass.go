@@ -84,11 +84,16 @@ type Config struct {
 	// merge it with the user's (a saved cart, say). An error aborts Login.
 	OnLogin func(ctx context.Context, s *Session) error
 
-	// Events receives every session event. Default: SlogSink{}.
+	// Events receives every session event. Default: SlogSink{Logger}.
 	Events Sink
 
+	// Logger receives the Manager's own warnings and store errors (never a
+	// token). Default slog.Default().
+	Logger *slog.Logger
+
 	// ErrorHandler writes the response when the session cannot be loaded
-	// or saved. Default: 503 Service Unavailable with Retry-After.
+	// or saved. Default: log the error, then 503 Service Unavailable with
+	// Retry-After.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
 	// ClientIP returns the address recorded in sessions and events.
@@ -136,11 +141,18 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	if cfg.Events == nil {
-		cfg.Events = SlogSink{}
+		cfg.Events = SlogSink{Logger: cfg.Logger}
 	}
 	if cfg.ErrorHandler == nil {
-		cfg.ErrorHandler = DefaultErrorHandler
+		logger := cfg.Logger
+		cfg.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+			logger.LogAttrs(r.Context(), slog.LevelError, "hallpass: session unavailable", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
+			DefaultErrorHandler(w, r, err)
+		}
 	}
 	if cfg.ClientIP == nil {
 		cfg.ClientIP = RemoteIP
@@ -155,7 +167,7 @@ func New(cfg Config) (*Manager, error) {
 		m.touchEvery = min(maxTouchInterval, min(cfg.IdleTimeout, cfg.PersistentIdleTimeout)/8)
 	}
 	if cookie.Insecure {
-		slog.Warn("hallpass: session cookie without Secure (Cookie.Insecure); anyone on the network path can steal sessions. Use only for plain-HTTP development hosts.")
+		cfg.Logger.Warn("hallpass: session cookie without Secure (Cookie.Insecure); anyone on the network path can steal sessions. Use only for plain-HTTP development hosts.")
 	}
 	return m, nil
 }
@@ -188,7 +200,8 @@ func (m *Manager) emit(ctx context.Context, kind EventKind, reason string, rec *
 }
 
 // DefaultErrorHandler answers 503 Service Unavailable, asking the client
-// to retry shortly. It does not reveal err to the client.
+// to retry shortly. It does not reveal err to the client, nor log it: the
+// Manager's default handler logs to Config.Logger first.
 func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Retry-After", "1")
 	w.Header().Set("Cache-Control", "no-store")
@@ -227,6 +240,6 @@ func (m *Manager) warnPlainHTTP(r *http.Request) {
 		return
 	}
 	m.warnOnce.Do(func() {
-		slog.Warn("hallpass: sending a Secure session cookie over plain HTTP; browsers will drop it and every request will be a guest. Serve HTTPS (or set Cookie.Insecure for a plain-HTTP development host).", "host", r.Host)
+		m.cfg.Logger.Warn("hallpass: sending a Secure session cookie over plain HTTP; browsers will drop it and every request will be a guest. Serve HTTPS (or set Cookie.Insecure for a plain-HTTP development host).", "host", r.Host)
 	})
 }

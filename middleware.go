@@ -2,12 +2,12 @@ package hallpass
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"time"
 )
 
 // Handler returns middleware that puts a Session in each request's context
@@ -108,11 +108,10 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 		s.dropCookie = true
 		return nil
 	}
-	rec.Key = key
-	s.rec, s.token, s.data = rec, value, rec.Data
-	if s.data == nil {
-		s.data = make(map[string]json.RawMessage)
+	if rec.Key != key {
+		return fmt.Errorf("%w: load returned a record under another key", ErrStore)
 	}
+	s.rec, s.token, s.data = rec, value, rec.Data
 	return nil
 }
 
@@ -147,15 +146,9 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	d := s.pendingLocked()
-	touched := false
-	if s.forceTouch || !s.background && now.Sub(s.rec.LastSeen) >= m.touchEvery {
-		idle, _ := m.timeouts(s.rec.Persistent)
-		t := Touch{LastSeen: now, IdleDeadline: minTime(now.Add(idle), s.rec.AbsoluteDeadline), LastIP: s.ip, LastUA: s.ua}
-		if s.rec.AbsoluteDeadline.IsZero() {
-			t.IdleDeadline = now.Add(idle)
-		}
-		d.Touch = &t
-		touched = true
+	touched := s.touchDueLocked(now)
+	if touched {
+		d.Touch = &Touch{LastSeen: now, IdleDeadline: m.nextIdleDeadline(s.rec, now), LastIP: s.ip, LastUA: s.ua}
 	}
 	if !d.IsZero() {
 		err := m.store.Update(s.ctx, s.rec.Key, d)
@@ -167,8 +160,10 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return fmt.Errorf("%w: update: %w", ErrStore, err)
 		}
-		d.Apply(s.rec)
-		s.rec.Version++
+		rec := s.rec.Clone() // s.rec is the store's, read-only
+		d.Apply(rec)
+		rec.Version++
+		s.rec = rec
 		s.resetPendingLocked()
 		if s.forceTouch {
 			m.emit(s.ctx, EventExtended, "", s.rec, s.ip, s.ua)
@@ -181,6 +176,11 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 		m.setCookie(w, s.token, s.rec.Persistent, s.rec.ExpiresAt(), now)
 	}
 	return nil
+}
+
+// touchDueLocked reports whether this request slides the idle deadline.
+func (s *Session) touchDueLocked(now time.Time) bool {
+	return s.forceTouch || !s.background && now.Sub(s.rec.LastSeen) >= s.m.touchEvery
 }
 
 // sessionWriter saves the session before the first byte of the response

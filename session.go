@@ -30,9 +30,10 @@ type Session struct {
 	ctx context.Context
 
 	mu        sync.Mutex
-	rec       *Record // nil while the session is a guest that nothing was written to
-	token     string  // the token the client holds, or will after this response
-	data      map[string]json.RawMessage
+	rec       *Record                    // nil while the session is a guest that nothing was written to
+	token     string                     // the token the client holds, or will after this response
+	data      map[string]json.RawMessage // shared with rec until ownData
+	dataOwned bool
 	set       map[string]json.RawMessage
 	removed   map[string]struct{}
 	cleared   bool
@@ -130,9 +131,6 @@ func (s *Session) Set(key string, v any) error {
 		return fmt.Errorf("hallpass: session key %q: value cannot be stored as JSON: %w", key, err)
 	}
 	return s.change(func() {
-		if s.data == nil {
-			s.data = make(map[string]json.RawMessage)
-		}
 		if s.set == nil {
 			s.set = make(map[string]json.RawMessage)
 		}
@@ -161,7 +159,7 @@ func (s *Session) Delete(key string) error {
 // it, stay.
 func (s *Session) Clear() error {
 	return s.change(func() {
-		clear(s.data)
+		s.data = make(map[string]json.RawMessage)
 		s.set, s.removed, s.cleared = nil, nil, true
 	})
 }
@@ -177,9 +175,23 @@ func (s *Session) change(f func()) error {
 		s.m.emit(s.ctx, EventSuspicious, ReasonWriteAfterStart, rec, s.ip, s.ua)
 		return ErrResponseStarted
 	}
+	s.ownDataLocked()
 	f()
 	s.mu.Unlock()
 	return nil
+}
+
+// ownDataLocked gives the session its own copy of the data before the
+// first change: records from the store are shared and read-only, and most
+// requests only read.
+func (s *Session) ownDataLocked() {
+	if !s.dataOwned {
+		s.data = maps.Clone(s.data)
+		if s.data == nil {
+			s.data = make(map[string]json.RawMessage)
+		}
+		s.dataOwned = true
+	}
 }
 
 func (s *Session) dirtyLocked() bool {
@@ -289,7 +301,7 @@ func (s *Session) Login(userID string, opts LoginOptions) error {
 	}
 	if s.rec != nil && s.rec.UserID != "" && s.rec.UserID != userID {
 		// Another user's data must not leak into this one's session.
-		clear(s.data)
+		s.data, s.dataOwned = make(map[string]json.RawMessage), true
 		s.set, s.removed, s.cleared = nil, nil, true
 	}
 	prev := s.rec
@@ -368,10 +380,7 @@ func (s *Session) Renew() error {
 
 func (s *Session) installLocked(rec *Record, token string) {
 	s.rec, s.token = rec, token
-	s.data = rec.Data
-	if s.data == nil {
-		s.data = make(map[string]json.RawMessage)
-	}
+	s.data, s.dataOwned = rec.Data, false
 	s.resetPendingLocked()
 	s.newCookie, s.dropCookie = true, false
 }
@@ -380,7 +389,7 @@ func (s *Session) installLocked(rec *Record, token string) {
 // during the request, and tells the browser to drop the cookie.
 func (s *Session) goneLocked() {
 	s.m.emit(s.ctx, EventRevoked, ReasonGone, s.rec, s.ip, s.ua)
-	s.rec, s.token, s.data = nil, "", nil
+	s.rec, s.token, s.data, s.dataOwned = nil, "", nil, false
 	s.resetPendingLocked()
 	s.newCookie, s.dropCookie = false, true
 }
@@ -403,7 +412,7 @@ func (s *Session) Logout() error {
 		}
 		s.m.emit(s.ctx, EventLoggedOut, "", s.rec, s.ip, s.ua)
 	}
-	s.rec, s.token, s.data = nil, "", nil
+	s.rec, s.token, s.data, s.dataOwned = nil, "", nil, false
 	s.resetPendingLocked()
 	s.newCookie, s.dropCookie = false, true
 	return nil

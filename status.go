@@ -31,7 +31,7 @@ func (s *Session) Status() Status {
 	defer s.mu.Unlock()
 	if r := s.rec; r != nil {
 		idle, abs := r.IdleDeadline, r.AbsoluteDeadline
-		if s.forceTouch {
+		if s.touchDueLocked(st.ServerTime) {
 			idle = s.m.nextIdleDeadline(r, st.ServerTime)
 		}
 		st.Authenticated, st.User, st.Handle, st.Persistent = r.UserID != "", r.UserID, r.Handle, r.Persistent
@@ -79,7 +79,9 @@ func (m *Manager) ExtendHandler() http.Handler {
 		}
 		s := FromRequest(r)
 		if err := s.Extend(); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
+			// Only ErrResponseStarted is possible here, from a wrapping
+			// handler that already wrote.
+			http.Error(w, "session could not be extended", http.StatusInternalServerError)
 			return
 		}
 		writeJSON(w, http.StatusOK, s.Status())

@@ -173,6 +173,11 @@ func (d *Delta) Apply(r *Record) {
 // concurrent use, must never hold tokens (only Keys), and must treat an
 // expired record (Record.Expired at the store's current time) exactly
 // like a missing one; they delete expired records themselves.
+//
+// Records a Store returns are read-only: a store may hand the same record
+// to many callers, so a caller that wants to change one works on a Clone.
+// Records and Deltas passed in stay the caller's; the store copies what
+// it keeps.
 // store/storetest is the executable definition of this contract.
 type Store interface {
 	// Create stores a new record with Version 1. It fails with ErrExists if

@@ -195,14 +195,16 @@ func (s *Store) Load(ctx context.Context, key hallpass.Key) (*hallpass.Record, e
 		sh.mu.RUnlock()
 		return nil, hallpass.ErrNotFound
 	}
-	c := r.Clone()
 	sh.mu.RUnlock()
-	if c.Expired(now) {
+	// Stored records are never changed in place (Update and Rotate
+	// replace them), so handing out the shared pointer is safe and makes
+	// Load free of allocations.
+	if r.Expired(now) {
 		// Not swept yet: say whose session it was, so the engine can report
 		// the expiry rather than an unknown token.
-		return nil, &hallpass.ExpiredError{Record: c}
+		return nil, &hallpass.ExpiredError{Record: r}
 	}
-	return c, nil
+	return r, nil
 }
 
 // Update implements hallpass.Store.
@@ -218,13 +220,14 @@ func (s *Store) Update(ctx context.Context, key hallpass.Key, d hallpass.Delta) 
 	if r == nil || r.Expired(now) {
 		return hallpass.ErrNotFound
 	}
-	oldUser := r.UserID
-	// Apply copies d's entries into the record's own map, so the record
-	// keeps no reference to the caller's maps.
-	d.Apply(r)
-	r.Version++
-	if r.UserID != oldUser {
-		s.reindex(oldUser, key, r.UserID, key)
+	// Copy on write: readers may hold r. Apply copies d's entries into
+	// the copy's own map, so the store keeps none of the caller's maps.
+	c := r.Clone()
+	d.Apply(c)
+	c.Version++
+	sh.m[key] = c
+	if c.UserID != r.UserID {
+		s.reindex(r.UserID, key, c.UserID, key)
 	}
 	return nil
 }
@@ -265,13 +268,13 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		delete(ts.m, to)
 		s.reindex(old.UserID, to, "", to)
 	}
-	oldUser := r.UserID
+	c := r.Clone() // copy on write: readers may hold r
 	delete(fs.m, from)
-	d.Apply(r)
-	r.Key = to
-	r.Version++
-	ts.m[to] = r
-	s.reindex(oldUser, from, r.UserID, to)
+	d.Apply(c)
+	c.Key = to
+	c.Version++
+	ts.m[to] = c
+	s.reindex(r.UserID, from, c.UserID, to)
 	return nil
 }
 
@@ -320,7 +323,7 @@ func (s *Store) ListUser(ctx context.Context, userID string) ([]*hallpass.Record
 			sh := &s.shards[s.shardIndex(k)]
 			sh.mu.RLock()
 			if r := sh.m[k]; r != nil && r.UserID == userID && !r.Expired(now) {
-				out = append(out, r.Clone())
+				out = append(out, r)
 			}
 			sh.mu.RUnlock()
 		}
@@ -334,7 +337,7 @@ func (s *Store) ListUser(ctx context.Context, userID string) ([]*hallpass.Record
 	out := make([]*hallpass.Record, 0, len(keys))
 	for _, k := range keys {
 		if r := s.shards[s.shardIndex(k)].m[k]; r != nil && !r.Expired(now) {
-			out = append(out, r.Clone())
+			out = append(out, r)
 		}
 	}
 	return out, nil

@@ -57,10 +57,13 @@
 // and of concurrent Creates of a key, or Rotates from a key, exactly one
 // succeeds.
 //
-// Ownership. Records a store returns belong to the caller, and the
-// records and deltas a caller passes in stay the caller's: mutating their
-// maps, or the Meta a Delta points to, after the call does not change the
-// store. JSON values themselves are never mutated by anyone.
+// Ownership. Records a store returns are read-only to the caller: a store
+// may hand the same record to many callers (from memory or a local cache),
+// so callers Clone before changing one; and a returned record is a
+// snapshot that later writes do not change. Records and deltas a caller passes
+// in stay the caller's: mutating their maps, or the Meta a Delta points
+// to, after the call does not change the store. JSON values themselves
+// are never mutated by anyone.
 //
 // Context. Every method called with an already cancelled context returns
 // an error for which errors.Is(err, context.Canceled) holds, and changes

@@ -1,0 +1,47 @@
+package hallpass_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/memstore"
+)
+
+// discard is a ResponseWriter that keeps nothing, so the benchmarks
+// measure the middleware rather than httptest.ResponseRecorder.
+type discard struct{ h http.Header }
+
+func (d *discard) Header() http.Header         { return d.h }
+func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discard) WriteHeader(int)             {}
+
+func benchRequest(b *testing.B, f http.HandlerFunc) {
+	store := memstore.New(nil)
+	defer store.Close()
+	m, err := hallpass.New(hallpass.Config{Store: store, Events: hallpass.SinkFunc(func(context.Context, hallpass.Event) {})})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler(http.HandlerFunc(counter)).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	h := m.Handler(f)
+	cookie := rec.Result().Cookies()[0]
+	req := httptest.NewRequest("GET", "/", nil)
+	req.AddCookie(cookie)
+	w := &discard{h: make(http.Header)}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	}
+}
+
+// BenchmarkReadRequest is a whole read-only request through the
+// middleware with a memstore: load, one typed read, no write.
+func BenchmarkReadRequest(b *testing.B) { benchRequest(b, reader) }
+
+// BenchmarkWriteRequest increments a counter: load, read, one-key delta.
+func BenchmarkWriteRequest(b *testing.B) { benchRequest(b, counter) }
