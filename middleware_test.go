@@ -555,6 +555,11 @@ func TestTypedAccess(t *testing.T) {
 		if err := s.Set("bad", func() {}); err == nil {
 			t.Error("Set accepted a func")
 		}
+		for _, k := range []string{"nul\x00key", "bad\xffutf8"} {
+			if err := s.Set(k, 1); err == nil {
+				t.Errorf("Set accepted key %q", k)
+			}
+		}
 		s.Clear()
 	})
 	h.serve(c, func(w http.ResponseWriter, r *http.Request) {

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Errors of the Session API.
@@ -125,7 +127,13 @@ func (s *Session) Keys() []string {
 
 // Set stores v, encoded as JSON, at key. The change is saved when the
 // response starts, merged with changes other requests made to other keys.
+//
+// Keys may be any valid UTF-8 without NUL: every store must be able to
+// keep them as JSON object keys, and PostgreSQL's jsonb holds no NUL.
 func (s *Session) Set(key string, v any) error {
+	if !utf8.ValidString(key) || strings.IndexByte(key, 0) >= 0 {
+		return fmt.Errorf("hallpass: session key %q is not valid UTF-8 or contains NUL; use another key", key)
+	}
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("hallpass: session key %q: value cannot be stored as JSON: %w", key, err)

@@ -123,7 +123,7 @@ type Delta struct {
 	// starts new timeouts, so with Meta set a non-nil Touch replaces the
 	// record's Touch outright instead of moving it forward.
 	Meta  *Meta
-	Touch *Touch // when non-nil, moves activity forward (never back)
+	Touch *Touch // when non-nil, moves activity forward (never back), unless Meta is set
 }
 
 // IsZero reports whether d changes nothing.
