@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/sqlitestore"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// options configures an app; zero values mean the defaults.
+type options struct {
+	IdleTimeout time.Duration // hallpass.Config.IdleTimeout
+	Lifetime    time.Duration // hallpass.Config.Lifetime
+	Argon2      argon2Params  // default defaultArgon2
+	Logger      *slog.Logger  // default slog.Default()
+}
+
+// app is the demo shop: its handlers are methods, so that each new page
+// reaches the database, the sessions and the templates the same way.
+type app struct {
+	db        *sql.DB
+	store     *sqlitestore.Store
+	sessions  *hallpass.Manager
+	users     *users
+	passwords *hasher
+	pages     map[string]*template.Template
+	log       *slog.Logger
+}
+
+// newApp builds the app on db, which keeps both users and sessions. Close
+// the app before db.
+func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Argon2 == (argon2Params{}) {
+		opts.Argon2 = defaultArgon2
+	}
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	us, err := newUsers(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	st, err := sqlitestore.New(db, nil)
+	if err != nil {
+		return nil, err
+	}
+	m, err := hallpass.New(hallpass.Config{
+		Store:       st,
+		IdleTimeout: opts.IdleTimeout,
+		Lifetime:    opts.Lifetime,
+		Logger:      opts.Logger, // events, warnings and store errors
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &app{
+		db:        db,
+		store:     st,
+		sessions:  m,
+		users:     us,
+		passwords: newHasher(opts.Argon2),
+		pages:     pages,
+		log:       opts.Logger,
+	}, nil
+}
+
+// Close stops the session store's background work. It leaves the
+// database open for its owner to close.
+func (a *app) Close() error { return a.store.Close() }
+
+// parsePages parses each page template together with the layout, so that
+// every page can fill the layout's "content" block its own way.
+func parsePages() (map[string]*template.Template, error) {
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	pages := make(map[string]*template.Template)
+	for _, name := range names {
+		if path.Base(name) == "layout.html" {
+			continue
+		}
+		t, err := template.ParseFS(templateFS, "templates/layout.html", name)
+		if err != nil {
+			return nil, err
+		}
+		pages[strings.TrimSuffix(path.Base(name), ".html")] = t
+	}
+	return pages, nil
+}
+
+// Handler returns the app's routes with everything they need around them.
+func (a *app) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", a.index)
+	mux.HandleFunc("GET /signup", a.signupForm)
+	mux.HandleFunc("POST /signup", a.signup)
+	mux.HandleFunc("GET /login", a.loginForm)
+	mux.HandleFunc("POST /login", a.login)
+	mux.HandleFunc("POST /logout", a.logout)
+	mux.Handle("GET /session", a.sessions.StatusHandler())
+	mux.Handle("POST /session/extend", a.sessions.ExtendHandler())
+	static, _ := fs.Sub(staticFS, "static")
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+
+	// The session is outermost so that a CSRF check can later read its
+	// token from the session. Refusing cross-origin writes before any
+	// handler runs covers every unsafe route, /session/extend included.
+	return a.sessions.Handler(http.NewCrossOriginProtection().Handler(securityHeaders(mux)))
+}
+
+// securityHeaders keeps the pages out of frames and from loading anything
+// but their own stylesheet: the app needs no scripts at all.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// view is what every page template gets: the layout's fields, and the
+// page's own data in Page.
+type view struct {
+	Title string
+	User  *user // nil for a guest
+	Flash string
+	Page  any
+}
+
+// render writes the page called name. It renders into a buffer first, so
+// a template error becomes a clean 500 rather than half a page, and the
+// session is saved before the first byte goes out.
+func (a *app) render(w http.ResponseWriter, r *http.Request, status int, name, title string, u *user, page any) {
+	t, ok := a.pages[name]
+	if !ok {
+		a.serverError(w, r, fmt.Errorf("no page template %q", name))
+		return
+	}
+	flash, err := hallpass.Pop[string](hallpass.FromRequest(r), flashKey)
+	if err != nil {
+		a.log.WarnContext(r.Context(), "flash message", "err", err)
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", view{Title: title, User: u, Flash: flash, Page: page}); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	// Pages show who is signed in; a shared cache must not serve one
+	// user's page to another, nor the back button show it after logout.
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = buf.WriteTo(w)
+}
+
+// serverError logs err and answers with a generic error page. The log
+// carries the method and path only: query strings and headers can hold
+// secrets.
+func (a *app) serverError(w http.ResponseWriter, r *http.Request, err error) {
+	a.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	if errors.Is(err, hallpass.ErrStore) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "The service is temporarily unavailable. Please try again.", http.StatusServiceUnavailable)
+		return
+	}
+	http.Error(w, "Something went wrong. Please try again.", http.StatusInternalServerError)
+}
+
+// currentUser returns the signed-in user, or nil for a guest.
+func (a *app) currentUser(r *http.Request) (*user, error) {
+	s := hallpass.FromRequest(r)
+	uid := s.UserID()
+	if uid == "" {
+		return nil, nil
+	}
+	id, err := strconv.ParseInt(uid, 10, 64)
+	if err == nil {
+		var u *user
+		u, err = a.users.ByID(r.Context(), id)
+		if err == nil {
+			return u, nil
+		}
+	}
+	if errors.Is(err, errNoUser) || errors.Is(err, strconv.ErrSyntax) || errors.Is(err, strconv.ErrRange) {
+		// The account was deleted after this session signed in to it, or
+		// the id was never one of ours: the session must not stay signed
+		// in to nothing.
+		return nil, s.Logout()
+	}
+	return nil, err
+}

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/hallpass/hallpass"
+)
+
+// Session keys.
+const (
+	visitsKey = "visits"
+	flashKey  = "flash"
+)
+
+// Credential rules.
+const (
+	minUsernameLen = 3
+	maxUsernameLen = 32
+	minPasswordLen = 8
+	// maxPasswordLen bounds the work a request can ask of the hasher and
+	// still allows any passphrase a person would type.
+	maxPasswordLen = 256
+	maxFormBytes   = 16 << 10
+)
+
+// loginFailed is the only thing a failed login says, so that it does not
+// tell an attacker which usernames exist.
+const loginFailed = "Invalid username or password."
+
+// indexPage is the data of index.html.
+type indexPage struct {
+	Visits int
+	Status hallpass.Status
+}
+
+// authPage is the data of login.html and signup.html.
+type authPage struct {
+	Username string
+	Remember bool
+	Errors   []string
+}
+
+// index shows who is signed in and counts the session's visits.
+func (a *app) index(w http.ResponseWriter, r *http.Request) {
+	u, err := a.currentUser(r)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	s := hallpass.FromRequest(r)
+	n, err := hallpass.Get[int](s, visitsKey)
+	if err != nil {
+		// A value of another type is a bug elsewhere, not a reason to
+		// refuse the page: start counting again.
+		a.log.WarnContext(r.Context(), "visit counter", "err", err)
+	}
+	n++
+	if err := s.Set(visitsKey, n); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	a.render(w, r, http.StatusOK, "index", "Home", u, indexPage{Visits: n, Status: s.Status()})
+}
+
+// signupForm shows the empty signup form.
+func (a *app) signupForm(w http.ResponseWriter, r *http.Request) {
+	a.renderAuth(w, r, http.StatusOK, "signup", "Sign up", authPage{})
+}
+
+// loginForm shows the empty login form.
+func (a *app) loginForm(w http.ResponseWriter, r *http.Request) {
+	a.renderAuth(w, r, http.StatusOK, "login", "Log in", authPage{})
+}
+
+// renderAuth renders the login or signup form. The layout still shows who
+// is signed in, as one may sign in as someone else.
+func (a *app) renderAuth(w http.ResponseWriter, r *http.Request, status int, name, title string, p authPage) {
+	u, err := a.currentUser(r)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	a.render(w, r, status, name, title, u, p)
+}
+
+// signup creates an account and signs it in, or shows the form again
+// with what is wrong.
+func (a *app) signup(w http.ResponseWriter, r *http.Request) {
+	if !parseForm(w, r) {
+		return
+	}
+	username := strings.TrimSpace(r.PostFormValue("username"))
+	password := r.PostFormValue("password")
+	p := authPage{Username: username, Remember: r.PostFormValue("remember") != ""}
+	if p.Errors = validateSignup(username, password); len(p.Errors) > 0 {
+		a.renderAuth(w, r, http.StatusUnprocessableEntity, "signup", "Sign up", p)
+		return
+	}
+	hash, err := a.passwords.Hash(r.Context(), password)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	id, err := a.users.Create(r.Context(), username, hash)
+	if errors.Is(err, errUsernameTaken) {
+		p.Errors = []string{"The username " + username + " is taken. Please choose another."}
+		a.renderAuth(w, r, http.StatusConflict, "signup", "Sign up", p)
+		return
+	}
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	a.signIn(w, r, id, p.Remember)
+}
+
+// validateSignup returns what is wrong with a new account's credentials,
+// one message per problem, or nothing.
+func validateSignup(username, password string) []string {
+	var errs []string
+	if n := len(username); n < minUsernameLen || n > maxUsernameLen || !validUsername(username) {
+		errs = append(errs, "Username must be 3 to 32 characters: letters, digits, '.', '_' or '-'.")
+	}
+	switch n := utf8.RuneCountInString(password); {
+	case n < minPasswordLen:
+		errs = append(errs, "Password must be at least 8 characters.")
+	case n > maxPasswordLen:
+		errs = append(errs, "Password must be at most 256 characters.")
+	}
+	return errs
+}
+
+// validUsername reports whether s uses only ASCII letters, digits and
+// ".", "_", "-". ASCII only, so that no two names look alike.
+func validUsername(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// login signs a user in, or shows the form again with one message that
+// does not say whether the username exists.
+func (a *app) login(w http.ResponseWriter, r *http.Request) {
+	if !parseForm(w, r) {
+		return
+	}
+	username := strings.TrimSpace(r.PostFormValue("username"))
+	password := r.PostFormValue("password")
+	p := authPage{Username: username, Remember: r.PostFormValue("remember") != ""}
+
+	u, err := a.users.ByName(r.Context(), username)
+	if err != nil && !errors.Is(err, errNoUser) {
+		a.serverError(w, r, err)
+		return
+	}
+	var hash string // "": Verify works on a dummy hash instead
+	if u != nil {
+		hash = u.PasswordHash
+	}
+	ok, err := a.passwords.Verify(r.Context(), password, hash)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if !ok {
+		p.Errors = []string{loginFailed}
+		a.renderAuth(w, r, http.StatusUnauthorized, "login", "Log in", p)
+		return
+	}
+	a.signIn(w, r, u.ID, p.Remember)
+}
+
+// signIn signs user id in to the request's session and sends the browser
+// home. Login rotates the session token, so a token planted before
+// sign-in is worthless after it.
+func (a *app) signIn(w http.ResponseWriter, r *http.Request, id int64, remember bool) {
+	s := hallpass.FromRequest(r)
+	if err := s.Login(strconv.FormatInt(id, 10), hallpass.LoginOptions{Persistent: remember}); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if err := s.Set(flashKey, "Signed in."); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// logout ends the session on the server, so that a copy of its cookie
+// is worthless from now on.
+func (a *app) logout(w http.ResponseWriter, r *http.Request) {
+	s := hallpass.FromRequest(r)
+	if err := s.Logout(); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	// This starts a fresh guest session just to carry the message; the
+	// one signed out is already gone from the store.
+	if err := s.Set(flashKey, "Signed out."); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// parseForm reads a POSTed form of bounded size. On failure it has
+// answered 400 and returns false.
+func parseForm(w http.ResponseWriter, r *http.Request) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "The form could not be read.", http.StatusBadRequest)
+		return false
+	}
+	return true
+}

@@ -1,0 +1,134 @@
+// Command hallpass-demo is the reference application of hallpass: sign
+// up, log in and out, and a per-session visit counter, with users and
+// sessions in one SQLite file. It needs no JavaScript.
+//
+//	go run ./cmd/hallpass-demo
+//
+// then open http://localhost:8080. Run it with -h for its flags; each has
+// an environment variable too, which the flag overrides.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		// After the first signal, a second one kills at once instead of
+		// waiting for the graceful shutdown.
+		<-ctx.Done()
+		stop()
+	}()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		slog.Error("hallpass-demo", "err", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage reports bad flags or environment; the message has been printed.
+var errUsage = errors.New("usage")
+
+// run parses args and the environment, then serves until ctx ends. It
+// logs to stderr.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("hallpass-demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "localhost:8080", "listen on `host:port` ($HALLPASS_ADDR)")
+	dbPath := fs.String("db", "hallpass-demo.db", "SQLite `file` for users and sessions ($HALLPASS_DB)")
+	idle := fs.Duration("idle-timeout", 0, "end sessions after this long without a request; 0 means hallpass's default, 30m ($HALLPASS_IDLE_TIMEOUT)")
+	lifetime := fs.Duration("lifetime", 0, "end sessions this long after they start or sign in, whatever their activity; 0 means hallpass's default, 12h ($HALLPASS_LIFETIME)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: hallpass-demo [flags]\n\nServes the hallpass demo app.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	// The environment sets the flags' starting values, so that a flag on
+	// the command line still wins.
+	for name, env := range map[string]string{
+		"addr": "HALLPASS_ADDR", "db": "HALLPASS_DB",
+		"idle-timeout": "HALLPASS_IDLE_TIMEOUT", "lifetime": "HALLPASS_LIFETIME",
+	} {
+		if v := getenv(env); v != "" {
+			if err := fs.Set(name, v); err != nil {
+				fmt.Fprintf(stderr, "invalid $%s: %v\n", env, err)
+				return errUsage
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "unexpected arguments: %q\n", fs.Args())
+		fs.Usage()
+		return errUsage
+	}
+
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	db, err := openDB(*dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	a, err := newApp(ctx, db, options{IdleTimeout: *idle, Lifetime: *lifetime, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler: a.Handler(),
+		// Slow clients must not hold connections open for free.
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	logger.Info("hallpass-demo listening", "url", "http://"+ln.Addr().String(), "db", *dbPath)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("hallpass-demo shutting down")
+	// Requests under way get a while to finish, so none is cut off
+	// between saving its session and answering.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

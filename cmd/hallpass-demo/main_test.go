@@ -1,0 +1,611 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hallpass/hallpass"
+)
+
+const cookieName = "__Host-hallpass"
+
+// testArgon2 makes hashing cheap, which -race otherwise makes slow.
+var testArgon2 = argon2Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+// env is one app on a real SQLite file behind an httptest.Server. The
+// server is plain HTTP on 127.0.0.1: browsers, and net/http/cookiejar,
+// count loopback as a secure context and send Secure cookies to it, just
+// as in local development.
+type env struct {
+	t   *testing.T
+	srv *httptest.Server
+	app *app
+
+	logs   syncBuffer
+	mu     sync.Mutex
+	tokens map[string]bool // every session token the server handed out
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, tokens: make(map[string]bool)}
+	db, err := openDB(filepath.Join(t.TempDir(), "demo.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(&e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// The flows do not depend on the hash's cost; password_test.go covers
+	// the real parameters.
+	a, err := newApp(t.Context(), db, options{Logger: logger, Argon2: testArgon2})
+	if err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	e.app = a
+	e.srv = httptest.NewServer(a.Handler())
+	t.Cleanup(func() {
+		e.srv.Close()
+		if err := a.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+		// The binary must never log a token: anyone who reads the log
+		// could then take over the session.
+		logs := e.logs.String()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for tok := range e.tokens {
+			if strings.Contains(logs, tok) {
+				t.Errorf("a session token appears in the log:\n%s", logs)
+			}
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs)
+		}
+	})
+	return e
+}
+
+// client is a browser: it keeps cookies and does not follow redirects,
+// so that tests see each response.
+type client struct {
+	e *env
+	c *http.Client
+}
+
+func (e *env) client() *client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &client{e: e, c: &http.Client{
+		Jar:           jar,
+		Transport:     tokenRecorder{e},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// tokenRecorder notes every session token in a response.
+type tokenRecorder struct{ e *env }
+
+func (tr tokenRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil {
+		for _, c := range resp.Cookies() {
+			if c.Name == cookieName && c.Value != "" {
+				tr.e.mu.Lock()
+				tr.e.tokens[c.Value] = true
+				tr.e.mu.Unlock()
+			}
+		}
+	}
+	return resp, err
+}
+
+// response is what a test needs of an HTTP response.
+type response struct {
+	*http.Response
+	body string
+}
+
+func (c *client) do(req *http.Request) response {
+	c.e.t.Helper()
+	resp, err := c.c.Do(req)
+	if err != nil {
+		c.e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.e.t.Fatal(err)
+	}
+	return response{resp, string(b)}
+}
+
+func (c *client) get(path string) response {
+	c.e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, c.e.srv.URL+path, nil)
+	if err != nil {
+		c.e.t.Fatal(err)
+	}
+	return c.do(req)
+}
+
+// post sends a form as a browser would from one of the app's own pages.
+func (c *client) post(path string, form url.Values) response {
+	c.e.t.Helper()
+	req := c.newPost(path, form)
+	req.Header.Set("Origin", c.e.srv.URL)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	return c.do(req)
+}
+
+func (c *client) newPost(path string, form url.Values) *http.Request {
+	c.e.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, c.e.srv.URL+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		c.e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return req
+}
+
+// sessionCookie returns the session token the client holds, or "".
+func (c *client) sessionCookie() string {
+	u, _ := url.Parse(c.e.srv.URL)
+	for _, ck := range c.c.Jar.Cookies(u) {
+		if ck.Name == cookieName {
+			return ck.Value
+		}
+	}
+	return ""
+}
+
+func (c *client) signup(name, password string) response {
+	c.e.t.Helper()
+	return c.post("/signup", url.Values{"username": {name}, "password": {password}})
+}
+
+func (c *client) login(name, password string, remember bool) response {
+	c.e.t.Helper()
+	f := url.Values{"username": {name}, "password": {password}}
+	if remember {
+		f.Set("remember", "1")
+	}
+	return c.post("/login", f)
+}
+
+func wantStatus(t *testing.T, r response, code int) {
+	t.Helper()
+	if r.StatusCode != code {
+		t.Fatalf("%s %s: status %d, want %d; body:\n%s", r.Request.Method, r.Request.URL.Path, r.StatusCode, code, r.body)
+	}
+}
+
+func wantRedirectHome(t *testing.T, r response) {
+	t.Helper()
+	wantStatus(t, r, http.StatusSeeOther)
+	if loc := r.Header.Get("Location"); loc != "/" {
+		t.Fatalf("%s %s: Location %q, want /", r.Request.Method, r.Request.URL.Path, loc)
+	}
+}
+
+func wantBody(t *testing.T, r response, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(r.body, w) {
+			t.Errorf("%s %s: body lacks %q; body:\n%s", r.Request.Method, r.Request.URL.Path, w, r.body)
+		}
+	}
+}
+
+func wantNoBody(t *testing.T, r response, unwanted ...string) {
+	t.Helper()
+	for _, w := range unwanted {
+		if strings.Contains(r.body, w) {
+			t.Errorf("%s %s: body has %q; body:\n%s", r.Request.Method, r.Request.URL.Path, w, r.body)
+		}
+	}
+}
+
+// sessionSetCookie returns the response's Set-Cookie line for the
+// session cookie.
+func sessionSetCookie(t *testing.T, r response) string {
+	t.Helper()
+	for _, line := range r.Header.Values("Set-Cookie") {
+		if strings.HasPrefix(line, cookieName+"=") {
+			return line
+		}
+	}
+	t.Fatalf("%s %s: no Set-Cookie for %s in %q", r.Request.Method, r.Request.URL.Path, cookieName, r.Header.Values("Set-Cookie"))
+	return ""
+}
+
+func TestSignupSignsIn(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.client()
+
+	r := c.get("/signup")
+	wantStatus(t, r, http.StatusOK)
+	wantBody(t, r, `action="/signup"`, `name="username"`, `name="password"`, `name="remember"`)
+
+	r = c.signup("alice", "correct horse")
+	wantRedirectHome(t, r)
+	e.mu.Lock()
+	n := len(e.tokens)
+	e.mu.Unlock()
+	if n == 0 {
+		t.Fatal("no session token recorded; the log check in newEnv would prove nothing")
+	}
+
+	r = c.get("/")
+	wantStatus(t, r, http.StatusOK)
+	wantBody(t, r, "Signed in as alice", "Signed in.", `action="/logout"`)
+	wantNoBody(t, r, "Guest")
+
+	r = c.get("/")
+	wantBody(t, r, "Signed in as alice")
+	wantNoBody(t, r, "Signed in.</p>") // the flash shows once
+}
+
+func TestSessionCookieAttributes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.client()
+	line := sessionSetCookie(t, c.signup("alice", "correct horse"))
+	attrs := strings.Split(line, "; ")
+	have := make(map[string]bool)
+	for _, a := range attrs[1:] {
+		have[a] = true
+	}
+	for _, want := range []string{"Path=/", "HttpOnly", "Secure", "SameSite=Lax"} {
+		if !have[want] {
+			t.Errorf("Set-Cookie %q lacks %s", line, want)
+		}
+	}
+	for a := range have {
+		if strings.HasPrefix(a, "Domain=") {
+			t.Errorf("Set-Cookie %q has a Domain; a __Host- cookie must not", line)
+		}
+		if strings.HasPrefix(a, "Max-Age=") || strings.HasPrefix(a, "Expires=") {
+			t.Errorf("Set-Cookie %q outlives the browser without \"Keep me signed in\"", line)
+		}
+	}
+	if tok := strings.TrimPrefix(attrs[0], cookieName+"="); len(tok) < 43 {
+		t.Errorf("session token %d characters; want at least 43 (256 bits)", len(tok))
+	}
+}
+
+func TestLogoutEndsSessionOnServer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.client()
+	wantRedirectHome(t, c.signup("alice", "correct horse"))
+	old := c.sessionCookie()
+	if old == "" {
+		t.Fatal("no session cookie after signup")
+	}
+
+	wantRedirectHome(t, c.post("/logout", nil))
+	r := c.get("/")
+	wantBody(t, r, "Guest", "Signed out.")
+	wantNoBody(t, r, "Signed in as")
+
+	// Someone who copied the cookie before the logout gets a guest.
+	thief := e.client()
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/", nil)
+	req.Header.Set("Cookie", cookieName+"="+old)
+	r = thief.do(req)
+	wantStatus(t, r, http.StatusOK)
+	wantBody(t, r, "Guest")
+	wantNoBody(t, r, "Signed in as", "alice")
+}
+
+func TestLoginFailuresAreGeneric(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	wantRedirectHome(t, e.client().signup("alice", "correct horse"))
+
+	c := e.client()
+	wrong := c.login("alice", "wrong password", false)
+	unknown := c.login("mallory", "wrong password", false)
+	for _, r := range []response{wrong, unknown} {
+		wantStatus(t, r, http.StatusUnauthorized)
+		wantBody(t, r, "Invalid username or password.", `action="/login"`)
+		wantNoBody(t, r, "Signed in as", "exist", "taken")
+	}
+	wantBody(t, wrong, `value="alice"`) // the form keeps the name typed
+	// Apart from the name echoed back, the two answers are the same page.
+	if strings.ReplaceAll(wrong.body, "alice", "mallory") != unknown.body {
+		t.Errorf("wrong-password and unknown-user pages differ:\n%s\n---\n%s", wrong.body, unknown.body)
+	}
+	if r := c.get("/"); !strings.Contains(r.body, "Guest") {
+		t.Errorf("failed login signed the client in:\n%s", r.body)
+	}
+}
+
+func TestLogin(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	wantRedirectHome(t, e.client().signup("Alice", "correct horse"))
+
+	t.Run("browser session", func(t *testing.T) {
+		c := e.client()
+		r := c.login("alice", "correct horse", false) // names ignore case
+		wantRedirectHome(t, r)
+		if line := sessionSetCookie(t, r); strings.Contains(line, "Max-Age=") {
+			t.Errorf("Set-Cookie %q is persistent without \"Keep me signed in\"", line)
+		}
+		wantBody(t, c.get("/"), "Signed in as Alice", "Signed in.")
+	})
+	t.Run("remember", func(t *testing.T) {
+		c := e.client()
+		r := c.login("Alice", "correct horse", true)
+		wantRedirectHome(t, r)
+		if line := sessionSetCookie(t, r); !strings.Contains(line, "Max-Age=") {
+			t.Errorf("Set-Cookie %q is not persistent with \"Keep me signed in\"", line)
+		}
+		wantBody(t, c.get("/"), "Signed in as Alice", "It survives closing the browser.")
+	})
+	t.Run("rotates token", func(t *testing.T) {
+		c := e.client()
+		c.get("/") // a guest session, with a visit in it
+		guest := c.sessionCookie()
+		wantRedirectHome(t, c.login("Alice", "correct horse", false))
+		if now := c.sessionCookie(); now == "" || now == guest {
+			t.Fatalf("session token did not change at login")
+		}
+		// The guest's data (the visit count) comes along.
+		wantBody(t, c.get("/"), "Signed in as Alice", "visited this page 2 times")
+	})
+}
+
+func TestSignupValidation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	wantRedirectHome(t, e.client().signup("alice", "correct horse"))
+	for _, tc := range []struct {
+		name, user, pass string
+		code             int
+		msg              string
+	}{
+		{"short username", "al", "correct horse", http.StatusUnprocessableEntity, "Username must be 3 to 32 characters"},
+		{"long username", strings.Repeat("a", 33), "correct horse", http.StatusUnprocessableEntity, "Username must be 3 to 32 characters"},
+		{"bad character", "bob smith", "correct horse", http.StatusUnprocessableEntity, "Username must be 3 to 32 characters"},
+		{"non-ASCII", "bøb", "correct horse", http.StatusUnprocessableEntity, "Username must be 3 to 32 characters"},
+		{"short password", "bob", "1234567", http.StatusUnprocessableEntity, "Password must be at least 8 characters."},
+		{"long password", "bob", strings.Repeat("p", 257), http.StatusUnprocessableEntity, "Password must be at most 256 characters."},
+		{"taken", "alice", "another password", http.StatusConflict, "The username alice is taken."},
+		{"taken, other case", "ALICE", "another password", http.StatusConflict, "The username ALICE is taken."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.client()
+			r := c.signup(tc.user, tc.pass)
+			wantStatus(t, r, tc.code)
+			wantBody(t, r, tc.msg, `action="/signup"`)
+			if !strings.Contains(r.body, `value="`+tc.user+`"`) {
+				t.Errorf("the form lost the username typed")
+			}
+			wantBody(t, c.get("/"), "Guest")
+		})
+	}
+	// Both problems at once are both reported.
+	r := e.client().signup("x", "short")
+	wantBody(t, r, "Username must be", "Password must be")
+}
+
+func TestVisitCounter(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.client()
+	wantBody(t, c.get("/"), "Guest", "visited this page 1 time in this session")
+	wantBody(t, c.get("/"), "visited this page 2 times in this session")
+	wantBody(t, c.get("/"), "visited this page 3 times in this session")
+
+	// Each browser has its own count.
+	wantBody(t, e.client().get("/"), "visited this page 1 time in this session")
+
+	// Signing up keeps the session's data; signing out ends it.
+	wantRedirectHome(t, c.signup("alice", "correct horse"))
+	wantBody(t, c.get("/"), "Signed in as alice", "visited this page 4 times")
+	wantRedirectHome(t, c.post("/logout", nil))
+	wantBody(t, c.get("/"), "Guest", "visited this page 1 time in this session")
+}
+
+func TestCrossOriginPostRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.client()
+	wantRedirectHome(t, c.signup("alice", "correct horse"))
+
+	for _, path := range []string{"/logout", "/session/extend", "/login"} {
+		t.Run(path, func(t *testing.T) {
+			req := c.newPost(path, url.Values{"username": {"alice"}, "password": {"correct horse"}})
+			req.Header.Set("Origin", "http://evil.example")
+			req.Header.Set("Sec-Fetch-Site", "cross-site")
+			wantStatus(t, c.do(req), http.StatusForbidden)
+
+			// A browser too old for Sec-Fetch-Site is judged by Origin.
+			req = c.newPost(path, nil)
+			req.Header.Set("Origin", "http://evil.example")
+			wantStatus(t, c.do(req), http.StatusForbidden)
+		})
+	}
+	wantBody(t, c.get("/"), "Signed in as alice")
+}
+
+func TestSessionStatusAndExtend(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.client()
+	wantRedirectHome(t, c.signup("alice", "correct horse"))
+
+	var st hallpass.Status
+	r := c.get("/session")
+	wantStatus(t, r, http.StatusOK)
+	if err := json.Unmarshal([]byte(r.body), &st); err != nil {
+		t.Fatalf("GET /session: %v; body %s", err, r.body)
+	}
+	if !st.Authenticated || st.User != "1" || st.IdleExpiresAt == nil {
+		t.Errorf("GET /session = %+v; want authenticated user 1 with an idle deadline", st)
+	}
+
+	r = c.post("/session/extend", nil)
+	wantStatus(t, r, http.StatusOK)
+	if err := json.Unmarshal([]byte(r.body), &st); err != nil {
+		t.Fatalf("POST /session/extend: %v; body %s", err, r.body)
+	}
+	if !st.Authenticated {
+		t.Errorf("POST /session/extend = %+v; want authenticated", st)
+	}
+}
+
+func TestDeletedUserIsSignedOut(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.client()
+	wantRedirectHome(t, c.signup("alice", "correct horse"))
+	if _, err := e.app.db.Exec(`DELETE FROM users WHERE username = 'alice'`); err != nil {
+		t.Fatal(err)
+	}
+	r := c.get("/")
+	wantStatus(t, r, http.StatusOK)
+	wantBody(t, r, "Guest")
+	n, err := e.app.sessions.UserSessions(t.Context(), "1")
+	if err != nil || len(n) != 0 {
+		t.Errorf("sessions of the deleted user: %v, %v; want none", n, err)
+	}
+}
+
+func TestPagesAndAssets(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.client()
+	r := c.get("/")
+	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("Content-Security-Policy = %q", csp)
+	}
+	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control = %q; want no-store on a page that shows who is signed in", cc)
+	}
+	wantBody(t, r, `href="/static/style.css"`)
+	wantNoBody(t, r, "<script", "http://", "https://") // no JavaScript, no CDN
+
+	r = c.get("/static/style.css")
+	wantStatus(t, r, http.StatusOK)
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/css") {
+		t.Errorf("style.css Content-Type = %q", ct)
+	}
+	wantStatus(t, c.get("/login"), http.StatusOK)
+	wantStatus(t, c.get("/nope"), http.StatusNotFound)
+	wantStatus(t, c.get("/logout"), http.StatusMethodNotAllowed)
+}
+
+func TestRunHelp(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"-h"}, func(string) string { return "" }, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("run -h = %v; want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"-addr", "localhost:8080", "HALLPASS_ADDR", "-db", "hallpass-demo.db", "HALLPASS_DB", "-idle-timeout", "-lifetime"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("-h output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestRunBadEnv(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	env := map[string]string{"HALLPASS_IDLE_TIMEOUT": "soon"}
+	err := run(t.Context(), nil, func(k string) string { return env[k] }, &out)
+	if !errors.Is(err, errUsage) || !strings.Contains(out.String(), "HALLPASS_IDLE_TIMEOUT") {
+		t.Fatalf("run with a bad $HALLPASS_IDLE_TIMEOUT = %v, output %q; want a usage error naming it", err, out.String())
+	}
+}
+
+// TestRunShutsDown starts the real server from the environment, checks
+// that it answers, and stops it as a signal would.
+func TestRunShutsDown(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"HALLPASS_ADDR": "127.0.0.1:0",
+		"HALLPASS_DB":   filepath.Join(t.TempDir(), "run.db"),
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	logs := &watchWriter{want: "hallpass-demo listening", seen: make(chan string, 1)}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, logs) }()
+
+	var line string
+	select {
+	case line = <-logs.seen:
+	case err := <-done:
+		t.Fatalf("run returned before listening: %v", err)
+	}
+	_, addr, _ := strings.Cut(line, "url=")
+	addr, _, _ = strings.Cut(addr, " ")
+	resp, err := http.Get(addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET / on the running server: %s", resp.Status)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// watchWriter sends the first line containing want to seen.
+type watchWriter struct {
+	want string
+	seen chan string
+	once sync.Once
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	if line := string(p); strings.Contains(line, w.want) {
+		w.once.Do(func() { w.seen <- line })
+	}
+	return len(p), nil
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
