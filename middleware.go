@@ -63,6 +63,11 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 		s.background = true
 	}
 
+	// A cookie that names no live session makes a guest, and is left
+	// alone: this request may have been sent just before a Login or Renew
+	// in another request, and a clearing Set-Cookie arriving after that
+	// response would sign the user out. Only Logout clears the cookie; a
+	// guest's first write replaces it.
 	value, n := readCookie(r.Header, m.cookie.Name)
 	if n == 0 {
 		return nil
@@ -72,13 +77,11 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 		// state: trusting either copy could pin the victim to an
 		// attacker's session.
 		m.emit(ctx, EventSuspicious, ReasonDuplicateCookie, nil, s.ip, s.ua)
-		s.dropCookie = true
 		return nil
 	}
 	key, err := ParseToken(value)
 	if err != nil {
 		m.emit(ctx, EventSuspicious, ReasonMalformedCookie, nil, s.ip, s.ua)
-		s.dropCookie = true
 		return nil
 	}
 	rec, err := m.store.Load(ctx, key)
@@ -88,7 +91,6 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 	}
 	if errors.Is(err, ErrNotFound) {
 		m.emit(ctx, EventSuspicious, ReasonUnknownToken, nil, s.ip, s.ua)
-		s.dropCookie = true
 		return nil
 	}
 	if err != nil {
@@ -105,7 +107,6 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 			return fmt.Errorf("%w: delete expired: %w", ErrStore, err)
 		}
 		m.emit(ctx, kind, "", rec, s.ip, s.ua)
-		s.dropCookie = true
 		return nil
 	}
 	if rec.Key != key {
@@ -154,7 +155,6 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 		err := m.store.Update(s.ctx, s.rec.Key, d)
 		if errors.Is(err, ErrNotFound) {
 			s.goneLocked()
-			m.clearCookie(w)
 			return nil
 		}
 		if err != nil {

@@ -216,9 +216,9 @@ func TestIdleExpiry(t *testing.T) {
 		t.Fatal("activity did not slide the idle deadline")
 	}
 	h.clock.Add(10 * time.Minute)
-	res, after := h.serve(c, reader)
-	if got := body(t, res); got != "|0" || after != "" {
-		t.Fatalf("after idle timeout: %q, cookie kept %v", got, after != "")
+	res, _ = h.serve(c, reader)
+	if got := body(t, res); got != "|0" {
+		t.Fatalf("after idle timeout: %q", got)
 	}
 	if !h.events.has(hallpass.EventExpiredIdle, "") {
 		t.Fatal("no expired_idle event")
@@ -392,6 +392,9 @@ func TestGarbledCookiesAreGuests(t *testing.T) {
 			if rec.Code != 200 || rec.Body.String() != "|0" {
 				t.Fatalf("status %d body %q, want a guest", rec.Code, rec.Body.String())
 			}
+			if sc := rec.Header().Values("Set-Cookie"); len(sc) != 0 {
+				t.Fatalf("garbled cookie answered with Set-Cookie %q", sc)
+			}
 			if !h.events.has(hallpass.EventSuspicious, "") {
 				t.Fatal("no suspicious event")
 			}
@@ -517,11 +520,30 @@ func TestRevokedDuringRequestIsNotResurrected(t *testing.T) {
 		}
 		s.Set("cart", "x")
 	})
-	if res.StatusCode != 200 || after != "" {
-		t.Fatalf("status %d, cookie kept %v", res.StatusCode, after != "")
+	if res.StatusCode != 200 || after != c || len(res.Header.Values("Set-Cookie")) != 0 {
+		t.Fatalf("status %d, Set-Cookie %q", res.StatusCode, res.Header.Values("Set-Cookie"))
 	}
 	if h.store.Len() != 0 {
 		t.Fatal("in-flight write resurrected a revoked session")
+	}
+	if !h.events.has(hallpass.EventRevoked, hallpass.ReasonGone) {
+		t.Fatal("no event for the session that ended mid-request")
+	}
+}
+
+// A request sent with the old cookie just before a Login (a status poll,
+// another tab) can be answered after the login response. It must not send
+// a Set-Cookie, which would overwrite the new cookie and sign the user out.
+func TestInFlightOldCookieDoesNotClobberLogin(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	_, guest := h.serve("", counter)
+	_, user := h.serve(guest, login("alice", hallpass.LoginOptions{}))
+	res, _ := h.serve(guest, reader)
+	if sc := res.Header.Values("Set-Cookie"); len(sc) != 0 {
+		t.Fatalf("request with the pre-login cookie sent Set-Cookie %q", sc)
+	}
+	if res, _ := h.serve(user, reader); body(t, res) != "alice|1" {
+		t.Fatal("the new session was damaged by requests with the old cookie")
 	}
 }
 

@@ -394,12 +394,12 @@ func (s *Session) installLocked(rec *Record, token string) {
 }
 
 // goneLocked turns the session into a fresh guest after its record ended
-// during the request, and tells the browser to drop the cookie.
+// during the request. The cookie is left alone (see Manager.load).
 func (s *Session) goneLocked() {
 	s.m.emit(s.ctx, EventRevoked, ReasonGone, s.rec, s.ip, s.ua)
 	s.rec, s.token, s.data, s.dataOwned = nil, "", nil, false
 	s.resetPendingLocked()
-	s.newCookie, s.dropCookie = false, true
+	s.newCookie, s.dropCookie = false, false
 }
 
 // Logout ends the session on the server at once and tells the browser to
