@@ -85,8 +85,8 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 		return nil
 	}
 	rec, err := m.store.Load(ctx, key)
-	var expired *ExpiredError
-	if errors.As(err, &expired) && expired.Record != nil {
+	expired, isExpired := errors.AsType[*ExpiredError](err)
+	if isExpired && expired.Record != nil {
 		rec, err = expired.Record, nil
 	}
 	if errors.Is(err, ErrNotFound) {
@@ -96,7 +96,7 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 	if err != nil {
 		return fmt.Errorf("%w: load: %w", ErrStore, err)
 	}
-	if expired != nil || rec.Expired(s.requestTime) {
+	if isExpired || rec.Expired(s.requestTime) {
 		// End it here rather than wait for the sweeper, so the event says
 		// why and for whom.
 		kind := EventExpiredIdle
@@ -160,10 +160,13 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return fmt.Errorf("%w: update: %w", ErrStore, err)
 		}
-		rec := s.rec.Clone() // s.rec is the store's, read-only
-		d.Apply(rec)
+		// s.rec is the store's and read-only; the data view is already
+		// the session's own, so a shallow copy is enough.
+		rec := *s.rec
+		rec.Data = s.data
+		(&Delta{Touch: d.Touch}).Apply(&rec)
 		rec.Version++
-		s.rec = rec
+		s.rec = &rec
 		s.resetPendingLocked()
 		if s.forceTouch {
 			m.emit(s.ctx, EventExtended, "", s.rec, s.ip, s.ua)
