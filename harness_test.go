@@ -13,27 +13,8 @@ import (
 
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/store/memstore"
+	"github.com/hallpass/hallpass/store/storetest"
 )
-
-// clock is a settable time source shared by the Manager and the store.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // recorder keeps every event emitted.
 type recorder struct {
@@ -69,13 +50,13 @@ type harness struct {
 	t      *testing.T
 	m      *hallpass.Manager
 	store  *memstore.Store
-	clock  *clock
+	clock  *storetest.Clock
 	events *recorder
 }
 
 func newHarness(t *testing.T, cfg hallpass.Config) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: newClock(), events: &recorder{}}
+	h := &harness{t: t, clock: storetest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)), events: &recorder{}}
 	h.store = memstore.New(&memstore.Options{Now: h.clock.Now})
 	t.Cleanup(func() { h.store.Close() })
 	if cfg.Store == nil {

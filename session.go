@@ -139,6 +139,7 @@ func (s *Session) Set(key string, v any) error {
 		return fmt.Errorf("hallpass: session key %q: value cannot be stored as JSON: %w", key, err)
 	}
 	return s.change(func() {
+		s.ownDataLocked()
 		if s.set == nil {
 			s.set = make(map[string]json.RawMessage)
 		}
@@ -154,6 +155,7 @@ func (s *Session) Delete(key string) error {
 		if _, ok := s.data[key]; !ok && s.rec == nil {
 			return
 		}
+		s.ownDataLocked()
 		delete(s.data, key)
 		delete(s.set, key)
 		if s.removed == nil {
@@ -167,7 +169,7 @@ func (s *Session) Delete(key string) error {
 // it, stay.
 func (s *Session) Clear() error {
 	return s.change(func() {
-		s.data = make(map[string]json.RawMessage)
+		s.data, s.dataOwned = make(map[string]json.RawMessage), true
 		s.set, s.removed, s.cleared = nil, nil, true
 	})
 }
@@ -183,7 +185,6 @@ func (s *Session) change(f func()) error {
 		s.m.emit(s.ctx, EventSuspicious, ReasonWriteAfterStart, rec, s.ip, s.ua)
 		return ErrResponseStarted
 	}
-	s.ownDataLocked()
 	f()
 	s.mu.Unlock()
 	return nil

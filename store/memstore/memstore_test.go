@@ -38,18 +38,6 @@ func TestStoreLockAll(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) hallpass.Store { return newTestStore(t, &Options{Shards: 8}) })
 }
 
-// fakeClock is a settable Options.Now.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
-	return c
-}
-
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 // stored counts the records in the maps, expired or not.
 func (s *Store) stored() int {
 	n := 0
@@ -126,7 +114,7 @@ func record(userID string, idle, abs time.Time) *hallpass.Record {
 }
 
 func TestSweeperRemovesExpired(t *testing.T) {
-	clock := newFakeClock()
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	s := newTestStore(t, &Options{SweepInterval: time.Millisecond, Now: clock.Now})
 	t0 := clock.Now()
 	idle := record("u", t0.Add(time.Minute), time.Time{})
@@ -143,7 +131,7 @@ func TestSweeperRemovesExpired(t *testing.T) {
 		t.Fatalf("before the deadlines %d records stored, want 3", n)
 	}
 
-	clock.Advance(3 * time.Minute)
+	clock.Add(3 * time.Minute)
 	for deadline := time.Now().Add(5 * time.Second); s.stored() != 1; {
 		if time.Now().After(deadline) {
 			t.Fatalf("sweeper left %d records, want 1", s.stored())
@@ -165,7 +153,7 @@ func TestSweeperRemovesExpired(t *testing.T) {
 // TestExpiredInvisibleBeforeSweep checks that expiry does not wait for
 // the sweeper, and that sweep unindexes what it frees.
 func TestExpiredInvisibleBeforeSweep(t *testing.T) {
-	clock := newFakeClock()
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	s := newTestStore(t, &Options{SweepInterval: time.Hour, Now: clock.Now})
 	r := record("u", clock.Now().Add(time.Minute), time.Time{})
 	if err := s.Create(t.Context(), r); err != nil {
@@ -174,7 +162,7 @@ func TestExpiredInvisibleBeforeSweep(t *testing.T) {
 	if n := s.Len(); n != 1 {
 		t.Fatalf("Len = %d, want 1", n)
 	}
-	clock.Advance(time.Minute)
+	clock.Add(time.Minute)
 	if _, err := s.Load(t.Context(), r.Key); !errors.Is(err, hallpass.ErrNotFound) {
 		t.Errorf("Load at the deadline: %v, want ErrNotFound", err)
 	}
@@ -253,7 +241,7 @@ func TestOptionsShards(t *testing.T) {
 func TestIndexConsistency(t *testing.T) {
 	for _, shards := range []int{1, 4} {
 		t.Run(fmt.Sprint(shards, "shards"), func(t *testing.T) {
-			clock := newFakeClock()
+			clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 			s := newTestStore(t, &Options{Shards: shards, SweepInterval: time.Millisecond, Now: clock.Now})
 			users := []string{"", "a", "b", "c"}
 			var keys [32]hallpass.Key
@@ -302,7 +290,7 @@ func TestIndexConsistency(t *testing.T) {
 									}
 								}
 							}
-							clock.Advance(time.Second / 4)
+							clock.Add(time.Second / 4)
 						}
 					}
 				})

@@ -37,26 +37,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// clock is a settable time source for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func openTest(t testing.TB, opts *Options) *Store {
 	t.Helper()
 	s, err := Open(filepath.Join(t.TempDir(), "s.db"), opts)
@@ -73,8 +53,8 @@ func openTest(t testing.TB, opts *Options) *Store {
 
 // openClock opens a store on a fake clock with the sweeper off, so tests
 // decide when rows disappear.
-func openClock(t testing.TB) (*Store, *clock) {
-	c := newClock()
+func openClock(t testing.TB) (*Store, *storetest.Clock) {
+	c := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	return openTest(t, &Options{Now: c.Now, SweepInterval: -1}), c
 }
 
@@ -1002,7 +982,7 @@ func TestCancelledContext(t *testing.T) {
 }
 
 func TestSweep(t *testing.T) {
-	c := newClock()
+	c := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	s := openTest(t, &Options{Now: c.Now, SweepInterval: -1, SweepChunk: 100})
 	ctx := context.Background()
 	now := c.Now()
@@ -1029,7 +1009,7 @@ func TestSweep(t *testing.T) {
 }
 
 func TestBackgroundSweeper(t *testing.T) {
-	c := newClock()
+	c := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	s := openTest(t, &Options{Now: c.Now, SweepInterval: 5 * time.Millisecond, SweepChunk: 7})
 	now := c.Now()
 	for i := range 50 {
