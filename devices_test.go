@@ -198,3 +198,21 @@ func TestStatusDoesNotExtend(t *testing.T) {
 		t.Fatal("no extended event")
 	}
 }
+
+func TestReportCarriesSessionIdentity(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	_, c := h.serve("", login("alice", hallpass.LoginOptions{}))
+	h.events.reset()
+	h.serve(c, func(w http.ResponseWriter, r *http.Request) {
+		hallpass.FromRequest(r).Report(hallpass.EventSuspicious, "csrf_missing")
+	}, func(r *http.Request) { r.Header.Set("User-Agent", "probe"); r.RemoteAddr = "192.0.2.9:1" })
+	h.events.mu.Lock()
+	defer h.events.mu.Unlock()
+	if len(h.events.events) != 1 {
+		t.Fatalf("%d events", len(h.events.events))
+	}
+	e := h.events.events[0]
+	if e.Kind != hallpass.EventSuspicious || e.Reason != "csrf_missing" || e.UserID != "alice" || e.Handle == "" || e.IP != "192.0.2.9" || e.UserAgent != "probe" {
+		t.Fatalf("event %+v", e)
+	}
+}

@@ -97,3 +97,15 @@ func (ss Sinks) Emit(ctx context.Context, e Event) {
 		s.Emit(ctx, e)
 	}
 }
+
+// Report emits an event about this session, with its handle, user and
+// client filled in, for companion packages (csrf, say) and applications.
+func (s *Session) Report(kind EventKind, reason string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	rec := s.rec
+	s.mu.Unlock()
+	s.m.emit(s.ctx, kind, reason, rec, s.ip, s.ua)
+}
