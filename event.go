@@ -42,8 +42,11 @@ type Event struct {
 	Handle    string
 	UserID    string
 	Time      time.Time
-	IP        string
+	IP        string // from Config.ClientIP
 	UserAgent string
+	// ForwardedFor is the request's X-Forwarded-For as received, trusted
+	// or not: for investigating, never for deciding.
+	ForwardedFor string
 }
 
 // Sink receives events. Emit must be safe for concurrent use and should
@@ -79,7 +82,8 @@ func (s SlogSink) Emit(ctx context.Context, e Event) {
 	}
 	attrs := []slog.Attr{slog.String("kind", string(e.Kind))}
 	for _, a := range [...]struct{ k, v string }{
-		{"reason", e.Reason}, {"handle", e.Handle}, {"user", e.UserID}, {"ip", e.IP}, {"user_agent", e.UserAgent},
+		{"reason", e.Reason}, {"handle", e.Handle}, {"user", e.UserID}, {"ip", e.IP},
+		{"forwarded_for", e.ForwardedFor}, {"user_agent", e.UserAgent},
 	} {
 		if a.v != "" {
 			attrs = append(attrs, slog.String(a.k, a.v))

@@ -97,8 +97,16 @@ type Config struct {
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
 	// ClientIP returns the address recorded in sessions and events.
-	// Default: the host part of r.RemoteAddr.
+	// Default: the host part of r.RemoteAddr. Behind a reverse proxy use
+	// secure.Policy.ClientIP, which believes X-Forwarded-For only from
+	// the proxies you list.
 	ClientIP func(r *http.Request) string
+
+	// AllowCaching leaves Cache-Control alone. By default a response that
+	// sets the session cookie gets "Cache-Control: no-store" (a shared
+	// cache must never hand one user's cookie to another), and so does an
+	// authenticated response that sets no Cache-Control of its own.
+	AllowCaching bool
 
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
@@ -193,6 +201,9 @@ func (m *Manager) timeouts(persistent bool) (idle, lifetime time.Duration) {
 
 func (m *Manager) emit(ctx context.Context, kind EventKind, reason string, rec *Record, ip, ua string) {
 	e := Event{Kind: kind, Reason: reason, Time: m.now(), IP: ip, UserAgent: ua}
+	if s := FromContext(ctx); s != nil {
+		e.ForwardedFor = s.xff
+	}
 	if rec != nil {
 		e.Handle, e.UserID = rec.Handle, rec.UserID
 	}
@@ -219,9 +230,11 @@ func RemoteIP(r *http.Request) string {
 	return host
 }
 
-// isLoopbackHost reports whether browsers treat host as a secure context
-// over plain HTTP, and so keep Secure and __Host- cookies from it.
-func isLoopbackHost(host string) bool {
+// LoopbackHost reports whether host (a Host header, with or without a
+// port) is one browsers treat as a secure context over plain HTTP:
+// localhost, *.localhost, or a loopback address. They keep Secure and
+// __Host- cookies from it.
+func LoopbackHost(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
@@ -236,7 +249,7 @@ func isLoopbackHost(host string) bool {
 // warnPlainHTTP logs once when a Secure cookie is about to be sent over
 // plain HTTP to a host the browser will not accept it from.
 func (m *Manager) warnPlainHTTP(r *http.Request) {
-	if m.cookie.Insecure || r.TLS != nil || isLoopbackHost(r.Host) {
+	if m.cookie.Insecure || r.TLS != nil || LoopbackHost(r.Host) {
 		return
 	}
 	m.warnOnce.Do(func() {

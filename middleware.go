@@ -57,7 +57,7 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 	ctx := r.Context()
 	s.m = m
 	s.ctx = contextWithSession(ctx, s)
-	s.ip, s.ua = m.cfg.ClientIP(r), r.UserAgent()
+	s.ip, s.ua, s.xff = m.cfg.ClientIP(r), r.UserAgent(), r.Header.Get("X-Forwarded-For")
 	s.requestTime = m.now()
 	if h := m.cfg.BackgroundHeader; h != "-" && r.Header.Get(h) != "" {
 		s.background = true
@@ -129,6 +129,7 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 		if !s.dirtyLocked() {
 			if s.dropCookie {
 				m.clearCookie(w)
+				m.noStore(w, true)
 			}
 			return nil
 		}
@@ -143,6 +144,7 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 		m.emit(s.ctx, EventCreated, "", rec, s.ip, s.ua)
 		m.warnPlainHTTP(r)
 		m.setCookie(w, token, rec.Persistent, rec.ExpiresAt(), now)
+		m.noStore(w, true)
 		return nil
 	}
 
@@ -174,11 +176,21 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 	}
 	// A persistent cookie's Max-Age follows the server-side deadline, so
 	// it is re-issued whenever that moves.
-	if s.newCookie || touched && s.rec.Persistent {
+	cookie := s.newCookie || touched && s.rec.Persistent
+	if cookie {
 		m.warnPlainHTTP(r)
 		m.setCookie(w, s.token, s.rec.Persistent, s.rec.ExpiresAt(), now)
 	}
+	m.noStore(w, cookie || s.rec.UserID != "" && w.Header().Get("Cache-Control") == "")
 	return nil
+}
+
+// noStore marks the response uncacheable when must is true, unless
+// Config.AllowCaching says to leave caching to the application.
+func (m *Manager) noStore(w http.ResponseWriter, must bool) {
+	if must && !m.cfg.AllowCaching {
+		w.Header().Set("Cache-Control", "no-store")
+	}
 }
 
 // touchDueLocked reports whether this request slides the idle deadline.

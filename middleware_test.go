@@ -747,3 +747,46 @@ func (h *harness) only() *hallpass.Record {
 	}
 	return recs[0]
 }
+
+func TestCacheControl(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	cc := func(res *http.Response) string { return res.Header.Get("Cache-Control") }
+	res, guest := h.serve("", counter)
+	if cc(res) != "no-store" {
+		t.Fatalf("response setting the session cookie: Cache-Control %q", cc(res))
+	}
+	if res, _ := h.serve(guest, reader); cc(res) != "" {
+		t.Fatalf("guest page without a cookie change got Cache-Control %q", cc(res))
+	}
+	_, user := h.serve(guest, login("alice", hallpass.LoginOptions{}))
+	if res, _ := h.serve(user, reader); cc(res) != "no-store" {
+		t.Fatalf("authenticated page: Cache-Control %q", cc(res))
+	}
+	res, _ = h.serve(user, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "private, max-age=60")
+	})
+	if cc(res) != "private, max-age=60" {
+		t.Fatalf("authenticated handler's own policy overridden: %q", cc(res))
+	}
+	if res, _ := h.serve(user, logout); cc(res) != "no-store" {
+		t.Fatalf("logout response: Cache-Control %q", cc(res))
+	}
+
+	h2 := newHarness(t, hallpass.Config{AllowCaching: true})
+	if res, _ := h2.serve("", counter); cc(res) != "" {
+		t.Fatalf("AllowCaching still set Cache-Control %q", cc(res))
+	}
+}
+
+func TestEventsCarryForwardedFor(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	h.serve("", counter, func(r *http.Request) { r.Header.Set("X-Forwarded-For", "203.0.113.9, 10.0.0.1") })
+	h.events.mu.Lock()
+	defer h.events.mu.Unlock()
+	if len(h.events.events) == 0 || h.events.events[0].ForwardedFor != "203.0.113.9, 10.0.0.1" {
+		t.Fatalf("events %+v", h.events.events)
+	}
+	if h.events.events[0].IP != "192.0.2.1" {
+		t.Fatalf("untrusted X-Forwarded-For changed the recorded IP: %q", h.events.events[0].IP)
+	}
+}

@@ -45,7 +45,7 @@ type Session struct {
 	dropCookie  bool // the client must forget its cookie
 	forceTouch  bool // Extend was called
 	background  bool // do not slide the idle deadline
-	ip, ua      string
+	ip, ua, xff string
 	requestTime time.Time
 }
 
