@@ -27,6 +27,7 @@ const (
 	ReasonMalformedCookie = "malformed_cookie" // wrong length or not canonical base64url
 	ReasonDuplicateCookie = "duplicate_cookie" // more than one session cookie in a request
 	ReasonUnknownToken    = "unknown_token"    // well-formed token with no live session (also: already expired and swept)
+	ReasonTokenFlood      = "token_flood"      // many bad cookies from one address
 	ReasonWriteAfterStart = "write_after_response_started"
 	ReasonGone            = "gone_during_request" // revoked or expired while a request was running
 	ReasonRevoke          = "revoke"

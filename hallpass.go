@@ -102,6 +102,17 @@ type Config struct {
 	// the proxies you list.
 	ClientIP func(r *http.Request) string
 
+	// UnknownTokenLimit is how many bad session cookies (malformed,
+	// duplicated, unknown or expired) one client address may present in a
+	// minute before a suspicious event with reason token_flood is
+	// emitted. Default 30; negative turns counting off.
+	UnknownTokenLimit int
+	// ThrottleUnknownTokens answers 429 Too Many Requests, instead of
+	// serving a guest, to requests that carry a bad cookie from an address
+	// over UnknownTokenLimit. Requests with a valid cookie or none are
+	// never throttled.
+	ThrottleUnknownTokens bool
+
 	// AllowCaching leaves Cache-Control alone. By default a response that
 	// sets the session cookie gets "Cache-Control: no-store" (a shared
 	// cache must never hand one user's cookie to another), and so does an
@@ -111,6 +122,13 @@ type Config struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
+
+// ErrTooManyBadCookies is what the error handler gets for a request
+// throttled by Config.ThrottleUnknownTokens.
+var ErrTooManyBadCookies = errors.New("hallpass: too many invalid session cookies from this address; wait a minute")
+
+// floodTableSize bounds the addresses the token-flood guard tracks.
+const floodTableSize = 4096
 
 // ErrStore wraps any failure of the Store, so error handlers can tell it
 // from other errors with errors.Is.
@@ -127,6 +145,7 @@ type Manager struct {
 
 	touchEvery time.Duration
 	warnOnce   sync.Once
+	flood      *floodGuard // nil when counting is off
 }
 
 // New returns a Manager for cfg, or an error naming what is wrong with it.
@@ -158,6 +177,10 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.ErrorHandler == nil {
 		logger := cfg.Logger
 		cfg.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, ErrTooManyBadCookies) { // already an event
+				DefaultErrorHandler(w, r, err)
+				return
+			}
 			logger.LogAttrs(r.Context(), slog.LevelError, "hallpass: session unavailable", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
 			DefaultErrorHandler(w, r, err)
 		}
@@ -173,6 +196,12 @@ func New(cfg Config) (*Manager, error) {
 	m.touchEvery = cfg.TouchInterval
 	if m.touchEvery == 0 {
 		m.touchEvery = min(maxTouchInterval, min(cfg.IdleTimeout, cfg.PersistentIdleTimeout)/8)
+	}
+	switch {
+	case cfg.UnknownTokenLimit == 0:
+		m.flood = newFloodGuard(30, floodTableSize)
+	case cfg.UnknownTokenLimit > 0:
+		m.flood = newFloodGuard(cfg.UnknownTokenLimit, floodTableSize)
 	}
 	if cookie.Insecure {
 		cfg.Logger.Warn("hallpass: session cookie without Secure (Cookie.Insecure); anyone on the network path can steal sessions. Use only for plain-HTTP development hosts.")
@@ -213,9 +242,16 @@ func (m *Manager) emit(ctx context.Context, kind EventKind, reason string, rec *
 // DefaultErrorHandler answers 503 Service Unavailable, asking the client
 // to retry shortly. It does not reveal err to the client, nor log it: the
 // Manager's default handler logs to Config.Logger first.
+//
+// For ErrTooManyBadCookies it answers 429 Too Many Requests instead.
 func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	w.Header().Set("Retry-After", "1")
 	w.Header().Set("Cache-Control", "no-store")
+	if errors.Is(err, ErrTooManyBadCookies) {
+		w.Header().Set("Retry-After", "60")
+		http.Error(w, "too many invalid session cookies; wait a minute and retry", http.StatusTooManyRequests)
+		return
+	}
+	w.Header().Set("Retry-After", "1")
 	http.Error(w, "session service temporarily unavailable; please retry", http.StatusServiceUnavailable)
 }
 

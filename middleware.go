@@ -2,6 +2,7 @@ package hallpass
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -77,12 +78,12 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 		// state: trusting either copy could pin the victim to an
 		// attacker's session.
 		m.emit(ctx, EventSuspicious, ReasonDuplicateCookie, nil, s.ip, s.ua)
-		return nil
+		return m.badCookie(ctx, s)
 	}
 	key, err := ParseToken(value)
 	if err != nil {
 		m.emit(ctx, EventSuspicious, ReasonMalformedCookie, nil, s.ip, s.ua)
-		return nil
+		return m.badCookie(ctx, s)
 	}
 	rec, err := m.store.Load(ctx, key)
 	expired, isExpired := errors.AsType[*ExpiredError](err)
@@ -91,7 +92,7 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 	}
 	if errors.Is(err, ErrNotFound) {
 		m.emit(ctx, EventSuspicious, ReasonUnknownToken, nil, s.ip, s.ua)
-		return nil
+		return m.badCookie(ctx, s)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: load: %w", ErrStore, err)
@@ -107,12 +108,29 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 			return fmt.Errorf("%w: delete expired: %w", ErrStore, err)
 		}
 		m.emit(ctx, kind, "", rec, s.ip, s.ua)
-		return nil
+		return m.badCookie(ctx, s)
 	}
 	if rec.Key != key {
 		return fmt.Errorf("%w: load returned a record under another key", ErrStore)
 	}
 	s.rec, s.token, s.data = rec, value, rec.Data
+	return nil
+}
+
+// badCookie counts a cookie that named no live session against the
+// client's address. The request goes on as a guest unless the address is
+// over the limit and throttling is on.
+func (m *Manager) badCookie(ctx context.Context, s *Session) error {
+	if m.flood == nil {
+		return nil
+	}
+	over, first := m.flood.hit(s.ip, s.requestTime)
+	if first {
+		m.emit(ctx, EventSuspicious, ReasonTokenFlood, nil, s.ip, s.ua)
+	}
+	if over && m.cfg.ThrottleUnknownTokens {
+		return ErrTooManyBadCookies
+	}
 	return nil
 }
 

@@ -790,3 +790,50 @@ func TestEventsCarryForwardedFor(t *testing.T) {
 		t.Fatalf("untrusted X-Forwarded-For changed the recorded IP: %q", h.events.events[0].IP)
 	}
 }
+
+func TestTokenFlood(t *testing.T) {
+	h := newHarness(t, hallpass.Config{UnknownTokenLimit: 5, ThrottleUnknownTokens: true})
+	_, valid := h.serve("", login("alice", hallpass.LoginOptions{}))
+	for i := range 5 {
+		if res, _ := h.serve(hallpass.NewToken(), reader); res.StatusCode != 200 {
+			t.Fatalf("bad cookie %d under the limit: status %d", i, res.StatusCode)
+		}
+	}
+	if h.events.has(hallpass.EventSuspicious, hallpass.ReasonTokenFlood) {
+		t.Fatal("flood reported before the limit")
+	}
+	res, _ := h.serve(hallpass.NewToken(), reader)
+	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("over the limit: status %d", res.StatusCode)
+	}
+	if !h.events.has(hallpass.EventSuspicious, hallpass.ReasonTokenFlood) {
+		t.Fatal("no token_flood event")
+	}
+	// Same address, valid cookie or none: served.
+	if res, _ := h.serve(valid, reader); res.StatusCode != 200 || body(t, res) != "alice|0" {
+		t.Fatal("valid cookie throttled")
+	}
+	if res, _ := h.serve("", reader); res.StatusCode != 200 {
+		t.Fatal("request without a cookie throttled")
+	}
+	// Another address is not affected; the window passes.
+	other := func(r *http.Request) { r.RemoteAddr = "198.51.100.50:1" }
+	if res, _ := h.serve("garbled", reader, other); res.StatusCode != 200 {
+		t.Fatal("another address throttled")
+	}
+	h.clock.Add(time.Minute)
+	if res, _ := h.serve(hallpass.NewToken(), reader); res.StatusCode != 200 {
+		t.Fatal("still throttled after the window")
+	}
+
+	// Without throttling, the event still fires but guests are served.
+	h2 := newHarness(t, hallpass.Config{UnknownTokenLimit: 2})
+	for range 4 {
+		if res, _ := h2.serve(hallpass.NewToken(), reader); res.StatusCode != 200 {
+			t.Fatal("throttled without ThrottleUnknownTokens")
+		}
+	}
+	if !h2.events.has(hallpass.EventSuspicious, hallpass.ReasonTokenFlood) {
+		t.Fatal("no token_flood event without throttling")
+	}
+}
