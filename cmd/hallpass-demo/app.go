@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/csrf"
 	"github.com/hallpass/hallpass/store/sqlitestore"
 )
 
@@ -127,10 +128,13 @@ func (a *app) Handler() http.Handler {
 	static, _ := fs.Sub(staticFS, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 
-	// The session is outermost so that a CSRF check can later read its
-	// token from the session. Refusing cross-origin writes before any
-	// handler runs covers every unsafe route, /session/extend included.
-	return a.sessions.Handler(http.NewCrossOriginProtection().Handler(securityHeaders(mux)))
+	// The session is outermost because the CSRF check reads its secret
+	// from the session; the security headers come next so that refusals
+	// get them too. Checking before any handler runs covers every unsafe
+	// route, /session/extend included. The CSRF check reads the form, so
+	// it gets the app's own bound on form size.
+	protect := csrf.New(&csrf.Options{MaxFormBytes: maxFormBytes})
+	return a.sessions.Handler(securityHeaders(protect.Handler(mux)))
 }
 
 // securityHeaders keeps the pages out of frames and from loading anything
@@ -152,7 +156,9 @@ type view struct {
 	Title string
 	User  *user // nil for a guest
 	Flash string
-	Page  any
+	// CSRFField is the hidden input that every POST form must carry.
+	CSRFField template.HTML
+	Page      any
 }
 
 // render writes the page called name. It renders into a buffer first, so
@@ -168,8 +174,11 @@ func (a *app) render(w http.ResponseWriter, r *http.Request, status int, name, t
 	if err != nil {
 		a.log.WarnContext(r.Context(), "flash message", "err", err)
 	}
+	// The field may create the session's CSRF secret, a session write,
+	// so it is made before anything is written.
+	v := view{Title: title, User: u, Flash: flash, CSRFField: csrf.Field(r), Page: page}
 	var buf bytes.Buffer
-	if err := t.ExecuteTemplate(&buf, "layout", view{Title: title, User: u, Flash: flash, Page: page}); err != nil {
+	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {
 		a.serverError(w, r, err)
 		return
 	}

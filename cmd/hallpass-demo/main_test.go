@@ -8,11 +8,13 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -146,14 +148,34 @@ func (c *client) get(path string) response {
 	return c.do(req)
 }
 
-// post sends a form as a browser would from one of the app's own pages.
+// post sends a form as a browser would from one of the app's own pages:
+// it loads one first, for a CSRF token of the client's current session.
 func (c *client) post(path string, form url.Values) response {
 	c.e.t.Helper()
+	form = maps.Clone(form)
+	if form == nil {
+		form = url.Values{}
+	}
+	form.Set("csrf_token", c.csrfToken())
 	req := c.newPost(path, form)
 	req.Header.Set("Origin", c.e.srv.URL)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
 	return c.do(req)
 }
+
+// csrfToken loads the login page, which has no side effect on the
+// session but its CSRF secret, and returns the token in its form.
+func (c *client) csrfToken() string {
+	c.e.t.Helper()
+	r := c.get("/login")
+	m := csrfFieldRE.FindStringSubmatch(r.body)
+	if m == nil {
+		c.e.t.Fatalf("GET /login: no CSRF field in\n%s", r.body)
+	}
+	return m[1]
+}
+
+var csrfFieldRE = regexp.MustCompile(`<input type="hidden" name="csrf_token" value="([A-Za-z0-9_-]+)">`)
 
 func (c *client) newPost(path string, form url.Values) *http.Request {
 	c.e.t.Helper()
@@ -331,8 +353,10 @@ func TestLoginFailuresAreGeneric(t *testing.T) {
 		wantNoBody(t, r, "Signed in as", "exist", "taken")
 	}
 	wantBody(t, wrong, `value="alice"`) // the form keeps the name typed
-	// Apart from the name echoed back, the two answers are the same page.
-	if strings.ReplaceAll(wrong.body, "alice", "mallory") != unknown.body {
+	// Apart from the name echoed back and the CSRF token, masked afresh
+	// for every page, the two answers are the same page.
+	same := func(body string) string { return csrfFieldRE.ReplaceAllString(body, "") }
+	if same(strings.ReplaceAll(wrong.body, "alice", "mallory")) != same(unknown.body) {
 		t.Errorf("wrong-password and unknown-user pages differ:\n%s\n---\n%s", wrong.body, unknown.body)
 	}
 	if r := c.get("/"); !strings.Contains(r.body, "Guest") {
@@ -446,6 +470,17 @@ func TestCrossOriginPostRefused(t *testing.T) {
 			req.Header.Set("Origin", "http://evil.example")
 			wantStatus(t, c.do(req), http.StatusForbidden)
 		})
+	}
+	wantBody(t, c.get("/"), "Signed in as alice")
+
+	// A same-origin form without a token, or with one from another
+	// browser's session, is refused too.
+	other := e.client().csrfToken()
+	for _, form := range []url.Values{nil, {"csrf_token": {other}}} {
+		req := c.newPost("/logout", form)
+		req.Header.Set("Origin", c.e.srv.URL)
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		wantStatus(t, c.do(req), http.StatusForbidden)
 	}
 	wantBody(t, c.get("/"), "Signed in as alice")
 }
