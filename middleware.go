@@ -35,6 +35,11 @@ func (m *Manager) Handler(next http.Handler) http.Handler {
 		if !sw.started {
 			sw.commit()
 		}
+		// net/http removes multipart temp files only for the request it
+		// made; a form parsed on our copy is ours to clean up.
+		if f := sw.r.MultipartForm; f != nil && f != r.MultipartForm {
+			f.RemoveAll()
+		}
 	})
 }
 

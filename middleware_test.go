@@ -8,9 +8,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -835,5 +837,36 @@ func TestTokenFlood(t *testing.T) {
 	}
 	if !h2.events.has(hallpass.EventSuspicious, hallpass.ReasonTokenFlood) {
 		t.Fatal("no token_flood event without throttling")
+	}
+}
+
+// net/http removes multipart temp files only for the request it made; the
+// middleware hands handlers a copy, so it must clean up the copy's.
+func TestMultipartTempFilesRemoved(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	dir := t.TempDir()
+	t.Setenv("TMPDIR", dir)
+	srv := httptest.NewServer(h.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseMultipartForm(1 << 10); err != nil { // small memory: the file goes to disk
+			t.Error(err)
+		}
+		if len(r.MultipartForm.File["f"]) != 1 {
+			t.Error("no file")
+		}
+	})))
+	defer srv.Close()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	fw, _ := mw.CreateFormFile("f", "big.bin")
+	fw.Write(bytes.Repeat([]byte("x"), 64<<10))
+	mw.Close()
+	res, err := http.Post(srv.URL, mw.FormDataContentType(), &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 0 {
+		t.Fatalf("%d multipart temp files left behind", len(entries))
 	}
 }
