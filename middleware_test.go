@@ -579,6 +579,12 @@ func TestTypedAccess(t *testing.T) {
 		if err := s.Set("bad", func() {}); err == nil {
 			t.Error("Set accepted a func")
 		}
+		if err := s.Set("v", "a\x00b"); err == nil || !strings.Contains(err.Error(), "NUL") {
+			t.Errorf("Set accepted a value with NUL: %v", err)
+		}
+		if err := s.Set("v", `literal \u0000 text`); err != nil {
+			t.Errorf("Set refused an escaped backslash: %v", err)
+		}
 		for _, k := range []string{"nul\x00key", "bad\xffutf8"} {
 			if err := s.Set(k, 1); err == nil {
 				t.Errorf("Set accepted key %q", k)

@@ -1,6 +1,7 @@
 package hallpass
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -138,6 +139,9 @@ func (s *Session) Set(key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("hallpass: session key %q: value cannot be stored as JSON: %w", key, err)
 	}
+	if hasNUL(raw) {
+		return fmt.Errorf("hallpass: session key %q: value contains a NUL character, which not every store can keep; encode it (base64, say)", key)
+	}
 	return s.change(func() {
 		s.ownDataLocked()
 		if s.set == nil {
@@ -147,6 +151,27 @@ func (s *Session) Set(key string, v any) error {
 		s.set[key] = raw
 		delete(s.removed, key)
 	})
+}
+
+// hasNUL reports whether JSON text holds an escaped NUL (\u0000): a
+// backslash-u sequence preceded by an even number of other backslashes.
+// json.Marshal never writes a raw NUL.
+func hasNUL(raw []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(raw[i:], []byte(`u0000`))
+		if j < 0 {
+			return false
+		}
+		j += i
+		n := 0
+		for k := j - 1; k >= 0 && raw[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 1 {
+			return true
+		}
+		i = j + 1
+	}
 }
 
 // Delete removes key.

@@ -174,6 +174,10 @@ func (d *Delta) Apply(r *Record) {
 // expired record (Record.Expired at the store's current time) exactly
 // like a missing one; they delete expired records themselves.
 //
+// A call that fails or times out may still have been applied, but only
+// whole: a store never applies part of a Delta, and never creates a
+// record in Update.
+//
 // Records a Store returns are read-only: a store may hand the same record
 // to many callers, so a caller that wants to change one works on a Clone.
 // Records and Deltas passed in stay the caller's; the store copies what

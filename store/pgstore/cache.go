@@ -1,0 +1,185 @@
+package pgstore
+
+import (
+	"encoding/hex"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hallpass/hallpass"
+)
+
+// cacheShards spreads the cache's locks. Keys are SHA-256 digests, so
+// their first byte picks a shard evenly.
+const cacheShards = 256
+
+// recordOverhead approximates what a cached record costs besides its
+// data and strings: the Record, the map, the entry.
+const recordOverhead = 512
+
+// cache is the local read cache. Records in it are shared with callers,
+// who treat them as read-only, so a hit hands out the stored pointer.
+//
+// Each shard has a generation, bumped by every eviction. Load notes it
+// before reading the database and fills the cache only if it has not
+// moved: otherwise a read that started before a write committed could put
+// back the very record the write's eviction removed, and keep it for a
+// whole TTL. A bump spoils the fills of other keys of the shard in flight
+// too; they only miss a chance to be cached.
+type cache struct {
+	ttl        time.Duration
+	maxEntries int   // per shard
+	maxBytes   int64 // per shard
+
+	// live is true while the listener is known to hear notifications. It
+	// is set only after the cache was emptied following a successful
+	// LISTEN, and cleared before emptying it when the connection is lost.
+	live atomic.Bool
+
+	shards [cacheShards]cacheShard
+}
+
+type cacheShard struct {
+	mu    sync.RWMutex
+	gen   uint64
+	bytes int64
+	m     map[hallpass.Key]cacheEntry
+}
+
+type cacheEntry struct {
+	r      *hallpass.Record
+	expiry time.Time // from time.Now, with its monotonic reading, whatever Options.Now says
+	size   int64
+}
+
+func newCache(ttl time.Duration, entries int, bytes int64) *cache {
+	c := &cache{
+		ttl:        ttl,
+		maxEntries: max(1, entries/cacheShards),
+		maxBytes:   max(1, bytes/cacheShards),
+	}
+	for i := range c.shards {
+		c.shards[i].m = make(map[hallpass.Key]cacheEntry)
+	}
+	return c
+}
+
+func (c *cache) shard(k hallpass.Key) *cacheShard { return &c.shards[k[0]] }
+
+// get returns the cached record for k, if the cache is usable and the
+// entry is younger than the TTL at wall, a reading of time.Now, and the
+// shard's generation for a later put. A nil cache has nothing.
+func (c *cache) get(k hallpass.Key, wall time.Time) (gen uint64, r *hallpass.Record) {
+	if c == nil {
+		return 0, nil
+	}
+	sh := c.shard(k)
+	sh.mu.RLock()
+	e, ok := sh.m[k]
+	gen = sh.gen
+	sh.mu.RUnlock()
+	if !ok || !c.live.Load() || !wall.Before(e.expiry) {
+		return gen, nil
+	}
+	return gen, e.r
+}
+
+// put caches r under k unless the shard's generation moved since gen was
+// read or the cache is not usable. When the shard is full it evicts
+// entries at random, which map iteration order provides.
+func (c *cache) put(k hallpass.Key, r *hallpass.Record, gen uint64, dataSize int) {
+	if c == nil {
+		return
+	}
+	size := int64(recordOverhead + dataSize + len(r.Handle) + len(r.UserID) + len(r.AuthLevel) +
+		len(r.LastIP) + len(r.LastUA) + len(r.CreatedIP) + len(r.CreatedUA) + 32*len(r.Data))
+	if size > c.maxBytes {
+		return
+	}
+	sh := c.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.gen != gen || !c.live.Load() {
+		return
+	}
+	if old, ok := sh.m[k]; ok {
+		sh.bytes -= old.size
+		delete(sh.m, k)
+	}
+	for victim, e := range sh.m {
+		if len(sh.m) < c.maxEntries && sh.bytes+size <= c.maxBytes {
+			break
+		}
+		sh.bytes -= e.size
+		delete(sh.m, victim)
+	}
+	sh.m[k] = cacheEntry{r: r, expiry: time.Now().Add(c.ttl), size: size}
+	sh.bytes += size
+}
+
+// evict removes k, and spoils fills of the shard in flight.
+func (c *cache) evict(k hallpass.Key) {
+	if c == nil {
+		return
+	}
+	sh := c.shard(k)
+	sh.mu.Lock()
+	if e, ok := sh.m[k]; ok {
+		sh.bytes -= e.size
+		delete(sh.m, k)
+	}
+	sh.gen++
+	sh.mu.Unlock()
+}
+
+// evictPayload evicts the keys a notification names: hex keys separated
+// by commas. Anything else, "*" for one, empties the whole cache, so that
+// an operator can flush every instance's cache after editing the table by
+// hand:
+//
+//	SELECT pg_notify('hallpass_sessions_changes', '*');
+func (c *cache) evictPayload(p string) {
+	if c == nil {
+		return
+	}
+	var k hallpass.Key
+	for h := range strings.SplitSeq(p, ",") {
+		if len(h) != 2*len(k) {
+			c.dropAll()
+			return
+		}
+		if _, err := hex.Decode(k[:], []byte(h)); err != nil {
+			c.dropAll()
+			return
+		}
+		c.evict(k)
+	}
+}
+
+// dropAll empties the cache and spoils every fill in flight.
+func (c *cache) dropAll() {
+	if c == nil {
+		return
+	}
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		clear(sh.m)
+		sh.bytes = 0
+		sh.gen++
+		sh.mu.Unlock()
+	}
+}
+
+// len returns the number of cached records, for tests.
+func (c *cache) len() int {
+	n := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}

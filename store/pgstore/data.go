@@ -1,0 +1,133 @@
+package pgstore
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"unicode/utf8"
+)
+
+// encodeObject returns m as one JSON object for a jsonb parameter, or nil
+// for an empty map. Values are validated, not re-encoded: PostgreSQL
+// parses the text anyway, and a 1 MiB value is not worth a second copy.
+// It refuses, before anything is sent, what jsonb would refuse with a
+// message quoting the data: invalid JSON or UTF-8, and U+0000.
+func encodeObject(m map[string]json.RawMessage) ([]byte, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	n := 2
+	for k, v := range m {
+		n += len(k) + len(v) + 8
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	first := true
+	for k, v := range m {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		if hasNUL(k) {
+			return nil, ErrNUL
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		switch {
+		case len(v) == 0:
+			// What encoding/json makes of a nil RawMessage.
+			b = append(b, "null"...)
+		case !json.Valid(v):
+			return nil, errInvalidData
+		default:
+			b = append(b, v...)
+		}
+	}
+	b = append(b, '}')
+	if !utf8.Valid(b) {
+		return nil, errInvalidData
+	}
+	if hasEscapedNUL(b) {
+		return nil, ErrNUL
+	}
+	return b, nil
+}
+
+// appendString appends s as a JSON string, with each byte of invalid
+// UTF-8 replaced by U+FFFD, as encoding/json does, so that validKey names
+// the stored key.
+func appendString(b []byte, s string) []byte {
+	enc, err := json.Marshal(s)
+	if err != nil { // a string always marshals
+		panic(err)
+	}
+	return append(b, enc...)
+}
+
+// hasEscapedNUL reports whether the JSON text b has \u0000 in a string.
+// Outside strings JSON has no backslashes, and inside one a backslash
+// always starts an escape of known length, so skipping escapes whole is
+// enough to tell \u0000 from \\u0000.
+func hasEscapedNUL(b []byte) bool {
+	for {
+		i := bytes.IndexByte(b, '\\')
+		if i < 0 || i+1 >= len(b) {
+			return false
+		}
+		if b[i+1] == 'u' && i+6 <= len(b) && string(b[i+2:i+6]) == "0000" {
+			return true
+		}
+		b = b[i+2:]
+	}
+}
+
+// encodeDelta returns the data change of a Delta: patch, the object of
+// keys to set (nil if none), and remove, the keys to delete first. Keys to
+// remove that jsonb cannot hold are left out, as no row has them; with
+// Clear nothing needs removing.
+func encodeDelta(set map[string]json.RawMessage, removeKeys []string, clearAll bool) (patch []byte, remove []string, err error) {
+	if patch, err = encodeObject(set); err != nil {
+		return nil, nil, err
+	}
+	if clearAll {
+		return patch, nil, nil
+	}
+	for _, k := range removeKeys {
+		if _, ok := set[k]; ok || hasNUL(k) {
+			continue
+		}
+		remove = append(remove, validKey(k))
+	}
+	return patch, remove, nil
+}
+
+// validKey returns k as it reads back from the stored JSON, where each
+// byte of invalid UTF-8 has become U+FFFD: a text[] element must be
+// valid UTF-8, and must name the key as appendString stored it.
+func validKey(k string) string {
+	if utf8.ValidString(k) {
+		return k
+	}
+	var b strings.Builder
+	for _, r := range k { // an invalid byte comes out as one RuneError
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// decodeData returns nil for an empty object, as a record created without
+// data has a nil map.
+func decodeData(b []byte) (map[string]json.RawMessage, error) {
+	if len(b) == 2 && b[0] == '{' && b[1] == '}' {
+		return nil, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, errors.New("stored data is not a JSON object")
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return m, nil
+}

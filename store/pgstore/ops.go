@@ -1,0 +1,367 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/hallpass/hallpass"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Create implements hallpass.Store.
+func (s *Store) Create(ctx context.Context, r *hallpass.Record) error {
+	const op = "create"
+	if err := ctx.Err(); err != nil {
+		return fail(ctx, op, err)
+	}
+	data, err := encodeObject(r.Data)
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	if data == nil {
+		data = []byte("{}")
+	}
+	octx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var tag pgconn.CommandTag
+	err = retry(octx, func() (err error) {
+		tag, err = s.pool.Exec(octx, s.q.create,
+			r.Key[:], r.Handle, nullString(r.UserID), ms(r.AuthTime), r.AuthLevel,
+			r.Remembered, ms(r.ReauthAt), r.Persistent, ms(r.AbsoluteDeadline),
+			ms(r.LastSeen), ms(r.IdleDeadline), r.LastIP, r.LastUA,
+			ms(r.CreatedAt), r.CreatedIP, r.CreatedUA, data,
+			s.nowMS())
+		return err
+	})
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return hallpass.ErrExists
+	}
+	// The row may have replaced an expired one this cache still holds.
+	s.cache.evict(r.Key)
+	return nil
+}
+
+// Load implements hallpass.Store. A record that has expired but is not
+// swept yet gives a *hallpass.ExpiredError, which matches
+// hallpass.ErrNotFound and tells the caller which deadline passed.
+//
+// With the cache on, a hit costs no allocation and no round trip; a miss
+// fills the cache unless the key was written, or the cache dropped,
+// while the row was being read, so that a read that raced a write cannot
+// put back what the write's eviction removed.
+func (s *Store) Load(ctx context.Context, key hallpass.Key) (*hallpass.Record, error) {
+	const op = "load"
+	if err := ctx.Err(); err != nil {
+		return nil, fail(ctx, op, err)
+	}
+	// Reading the clock is most of what a hit costs, so with the default
+	// clock one reading serves both the TTL and expiry.
+	wall := time.Now()
+	now := wall
+	if !s.realClock {
+		now = s.now()
+	}
+	gen, r := s.cache.get(key, wall)
+	if r != nil {
+		if !r.Expired(now) {
+			return r, nil
+		}
+		s.cache.evict(key) // the database knows whether it is still expired
+		gen, _ = s.cache.get(key, wall)
+	}
+	return s.load(ctx, key, now, gen)
+}
+
+// load is Load's database half. It is a function of its own so that key,
+// which the query needs on the heap, is copied there only on a miss.
+func (s *Store) load(ctx context.Context, key hallpass.Key, now time.Time, gen uint64) (*hallpass.Record, error) {
+	const op = "load"
+	octx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var sc scanned
+	err := retry(octx, func() (err error) {
+		sc, err = scanRecord(s.pool.QueryRow(octx, s.q.load, key[:]), true)
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, hallpass.ErrNotFound
+	}
+	if err != nil {
+		return nil, fail(ctx, op, err)
+	}
+	if sc.expiresAt <= now.UnixMilli() {
+		return nil, &hallpass.ExpiredError{Record: sc.r}
+	}
+	s.cache.put(key, sc.r, gen, sc.dataSize)
+	return sc.r, nil
+}
+
+// Update implements hallpass.Store in one statement; see buildUpdate.
+func (s *Store) Update(ctx context.Context, key hallpass.Key, d hallpass.Delta) error {
+	const op = "update"
+	if err := ctx.Err(); err != nil {
+		return fail(ctx, op, err)
+	}
+	patch, remove, err := encodeDelta(d.Set, d.Remove, d.Clear)
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	u := s.q.buildUpdate(key, nil, &d, patch, remove, s.nowMS(), key.String())
+	octx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var tag pgconn.CommandTag
+	err = retry(octx, func() (err error) {
+		tag, err = s.pool.Exec(octx, u.sql, u.args...)
+		return err
+	})
+	// Even a failed write may have committed.
+	s.cache.evict(key)
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return hallpass.ErrNotFound
+	}
+	return nil
+}
+
+// Rotate implements hallpass.Store. It updates the row's key rather than
+// copying the row and deleting the old one: under READ COMMITTED a
+// concurrent DeleteUser that finds the old row waits for the rotation and
+// then follows the update to the new row, where it would miss a row
+// inserted anew. An expired row at to is absent, so it is deleted first,
+// in the same implicit transaction.
+func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.Delta) error {
+	const op = "rotate"
+	if err := ctx.Err(); err != nil {
+		return fail(ctx, op, err)
+	}
+	patch, remove, err := encodeDelta(d.Set, d.Remove, d.Clear)
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	now := s.nowMS()
+	octx, cancel := s.opCtx(ctx)
+	defer cancel()
+
+	if from == to {
+		// Updating a key to itself conflicts with nothing, so the check
+		// the contract asks for (a live from is a taken to) is made here.
+		var live bool
+		err := retry(octx, func() error {
+			return s.pool.QueryRow(octx, s.q.liveKey, from[:], now).Scan(&live)
+		})
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return hallpass.ErrNotFound
+		case err != nil:
+			return fail(ctx, op, err)
+		}
+		return hallpass.ErrExists
+	}
+
+	u := s.q.buildUpdate(from, &to, &d, patch, remove, now, from.String()+","+to.String())
+	var tag pgconn.CommandTag
+	err = retry(octx, func() error {
+		b := &pgx.Batch{}
+		b.Queue(s.q.dropExpired, to[:], now)
+		b.Queue(u.sql, u.args...)
+		br := s.pool.SendBatch(octx, b)
+		_, err := br.Exec()
+		if err == nil {
+			tag, err = br.Exec()
+		}
+		return errors.Join(err, br.Close())
+	})
+	s.cache.evict(from)
+	s.cache.evict(to)
+	switch {
+	case isUniqueViolation(err):
+		return hallpass.ErrExists
+	case err != nil:
+		return fail(ctx, op, err)
+	case tag.RowsAffected() == 0:
+		return hallpass.ErrNotFound
+	}
+	return nil
+}
+
+// Delete implements hallpass.Store.
+func (s *Store) Delete(ctx context.Context, keys ...hallpass.Key) error {
+	const op = "delete"
+	if err := ctx.Err(); err != nil {
+		return fail(ctx, op, err)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	ks := make([][]byte, len(keys))
+	for i := range keys {
+		ks[i] = keys[i][:]
+	}
+	octx, cancel := s.opCtx(ctx)
+	defer cancel()
+	err := retry(octx, func() error {
+		_, err := s.pool.Exec(octx, s.q.deleteKeys, ks, s.q.channel)
+		return err
+	})
+	for _, k := range keys {
+		s.cache.evict(k)
+	}
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	return nil
+}
+
+// ListUser implements hallpass.Store. It reads through the partial index
+// on user_id; an empty userID, a guest, matches nothing. It never reads
+// the cache: listing is rare, and must see every session.
+func (s *Store) ListUser(ctx context.Context, userID string) ([]*hallpass.Record, error) {
+	const op = "list user"
+	if err := ctx.Err(); err != nil {
+		return nil, fail(ctx, op, err)
+	}
+	if userID == "" {
+		return nil, nil
+	}
+	octx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var out []*hallpass.Record
+	err := retry(octx, func() error {
+		out = out[:0]
+		rows, err := s.pool.Query(octx, s.q.listUser, userID, s.nowMS())
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			sc, err := scanRecord(rows, false)
+			if err != nil {
+				return err
+			}
+			out = append(out, sc.r)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fail(ctx, op, err)
+	}
+	return out, nil
+}
+
+// DeleteUser implements hallpass.Store in one statement. It counts only
+// live records; expired ones of the user are left to the sweeper, as they
+// are already gone for every reader.
+func (s *Store) DeleteUser(ctx context.Context, userID string, keep ...hallpass.Key) (int, error) {
+	const op = "delete user"
+	if err := ctx.Err(); err != nil {
+		return 0, fail(ctx, op, err)
+	}
+	if userID == "" {
+		return 0, nil
+	}
+	ks := make([][]byte, len(keep))
+	for i := range keep {
+		ks[i] = keep[i][:]
+	}
+	octx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var payloads []string
+	err := retry(octx, func() error {
+		payloads = payloads[:0]
+		rows, err := s.pool.Query(octx, s.q.deleteUser, userID, s.nowMS(), ks, s.q.channel)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var p string
+			if err := rows.Scan(&p); err != nil {
+				return err
+			}
+			payloads = append(payloads, p)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		// Whatever was deleted is unknown; the notifications, if it
+		// committed, will tell this cache too.
+		return 0, fail(ctx, op, err)
+	}
+	n := 0
+	for _, p := range payloads {
+		n += strings.Count(p, ",") + 1
+		s.cache.evictPayload(p)
+	}
+	return n, nil
+}
+
+// Sweep deletes expired rows, at most Options.SweepChunk per statement,
+// until none is left, and returns how many it deleted. The background
+// sweeper calls it every Options.SweepInterval. If another Store is
+// sweeping the same table, in any process, it returns ErrSweepLocked at
+// once: the session-level advisory lock it holds for the whole sweep
+// keeps instances from deleting the same rows in turn.
+func (s *Store) Sweep(ctx context.Context) (int, error) {
+	const op = "sweep"
+	if err := ctx.Err(); err != nil {
+		return 0, fail(ctx, op, err)
+	}
+	actx, cancel := s.opCtx(ctx)
+	c, err := s.pool.Acquire(actx)
+	if err != nil {
+		cancel()
+		return 0, fail(ctx, op, err)
+	}
+	var locked bool
+	err = c.QueryRow(actx, s.q.lockSweep, s.q.sweepLock).Scan(&locked)
+	cancel()
+	if err != nil || !locked {
+		c.Release()
+		if err != nil {
+			return 0, fail(ctx, op, err)
+		}
+		return 0, ErrSweepLocked
+	}
+	defer func() {
+		uctx, cancel := s.opCtx(context.WithoutCancel(ctx))
+		defer cancel()
+		if _, err := c.Exec(uctx, s.q.unlockSweep, s.q.sweepLock); err != nil {
+			// The lock ends with the session: a connection that may still
+			// hold it must not go back to the pool.
+			c.Conn().Close(uctx)
+		}
+		c.Release()
+	}()
+
+	total := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, fail(ctx, op, err)
+		}
+		cctx, cancel := s.opCtx(ctx)
+		tag, err := c.Exec(cctx, s.q.sweep, s.nowMS(), s.chunk)
+		cancel()
+		if err != nil {
+			return total, fail(ctx, op, err)
+		}
+		n := int(tag.RowsAffected())
+		total += n
+		if n < s.chunk {
+			return total, nil
+		}
+		if sweepChunkHook != nil {
+			sweepChunkHook()
+		}
+	}
+}
+
+// sweepChunkHook, when set by a test, runs between chunks of a sweep.
+var sweepChunkHook func()

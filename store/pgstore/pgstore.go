@@ -1,0 +1,426 @@
+// Package pgstore is a hallpass.Store in PostgreSQL, on
+// github.com/jackc/pgx/v5, for any number of app instances sharing one
+// database.
+//
+// # Schema
+//
+// One table holds the sessions. New and Open create it if it is missing;
+// with the default name it is:
+//
+//	CREATE TABLE IF NOT EXISTS "hallpass_sessions" (
+//		key               bytea   NOT NULL PRIMARY KEY CHECK (length(key) = 32), -- hallpass.Key
+//		handle            text    NOT NULL,
+//		user_id           text,            -- NULL for a guest
+//		auth_time         bigint,          -- unix ms; NULL for the zero time
+//		auth_level        text    NOT NULL DEFAULT '',
+//		remembered        boolean NOT NULL DEFAULT false,
+//		reauth_at         bigint,
+//		persistent        boolean NOT NULL DEFAULT false,
+//		absolute_deadline bigint,
+//		last_seen         bigint,
+//		idle_deadline     bigint,
+//		last_ip           text    NOT NULL DEFAULT '',
+//		last_ua           text    NOT NULL DEFAULT '',
+//		created_at        bigint,
+//		created_ip        text    NOT NULL DEFAULT '',
+//		created_ua        text    NOT NULL DEFAULT '',
+//		data              jsonb   NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(data) = 'object'),
+//		version           bigint  NOT NULL,
+//		expires_at        bigint  NOT NULL GENERATED ALWAYS AS (
+//			coalesce(least(idle_deadline, absolute_deadline), 9223372036854775807)
+//		) STORED
+//	);
+//	CREATE INDEX IF NOT EXISTS "hallpass_sessions_user_id"
+//		ON "hallpass_sessions" (user_id) WHERE user_id IS NOT NULL;
+//	CREATE INDEX IF NOT EXISTS "hallpass_sessions_expires_at"
+//		ON "hallpass_sessions" (expires_at);
+//
+// Times are unix milliseconds, the precision the Store contract asks for,
+// so that what is compared in SQL is exactly what comes back; a zero time
+// is NULL. expires_at is Record.ExpiresAt computed by PostgreSQL, so no
+// write can leave it stale (least ignores NULLs, so one deadline is
+// enough); a record with neither deadline gets the largest bigint, so that
+// "expires_at > now" alone tells a live row and the sweeper's index range
+// never contains it.
+//
+// # Whose clock
+//
+// The app's: every statement that tests expiry takes the current time as
+// a parameter from Options.Now, the clock the hallpass.Manager uses too, so
+// that the store and the engine agree on when a session ends and tests can
+// drive both with one fake clock. Instances should keep their clocks in
+// sync (NTP); one that runs ahead sees sessions end early.
+//
+// # Writes
+//
+// Every write is one statement, or for Rotate one batch that PostgreSQL
+// runs as one implicit transaction, so nothing is ever half-written. Update
+// merges a Delta into the row in SQL,
+//
+//	data = ((data - $removed::text[]) || $patch::jsonb)   -- or '{}'::jsonb || $patch with Clear
+//
+// with forward-only GREATEST for the activity times, and only on a row
+// that is live at that moment (WHERE key = $1 AND expires_at > $now): it
+// can never bring back a session that was deleted or expired. Rotate
+// moves a row by updating its key, which keeps the row one row for
+// concurrent readers and for a concurrent DeleteUser. Expired rows are
+// invisible to every method and are deleted by a sweeper in chunks, by
+// one instance at a time (a PostgreSQL advisory lock).
+//
+// Until it is swept, Load reports an expired row as a
+// *hallpass.ExpiredError, which matches hallpass.ErrNotFound and carries
+// the record, so the engine can say which deadline passed.
+//
+// # Data
+//
+// Data is a jsonb object, so values come back as equal JSON, not as the
+// same bytes: whitespace, key order, escapes and number spelling may
+// change. jsonb cannot hold the character U+0000 (\u0000 in JSON) in a
+// string, key or value: a write with one fails with ErrNUL and changes
+// nothing. Keys that are not valid UTF-8 are stored, and removed, with
+// each bad byte replaced by U+FFFD, as encoding/json does.
+//
+// # Failures
+//
+// Every call is bounded by Options.Timeout, so a database that stops
+// answering makes calls fail, and the Manager answer 503, instead of
+// hanging requests. A statement that failed before anything was sent, as
+// on a pooled connection that died while idle, is retried once on another
+// connection; nothing else is retried. A write that fails may still have
+// been applied (a timeout cannot tell), but only whole.
+//
+// # Local cache and notifications
+//
+// With Options.CacheTTL set, Load serves records from an in-process cache.
+// Every write that changes or removes existing rows (Update, Rotate,
+// Delete, DeleteUser) sends a NOTIFY in the same statement, so it fires
+// only if the write commits, naming the changed keys in hex, at most 100
+// per notification. Each Store LISTENs on a dedicated connection and
+// evicts the keys it hears about; a write also evicts its keys from its
+// own Store's cache at once. Entries live at most CacheTTL, which bounds
+// staleness even if a notification is lost. While the listening
+// connection is down (or stops answering its pings) the cache is emptied
+// and not used; it is used again once LISTEN is re-established, with
+// reconnects backing off up to 5 s.
+//
+// Create sends no notification: it only ever replaces a row that has
+// expired, which caches already treat as absent. The sweeper sends none
+// either, for the same reason. Sending NOTIFY costs every write a little
+// (PostgreSQL serializes committing transactions that notify); a
+// deployment where no instance sets CacheTTL can turn it off with
+// Options.DisableNotify.
+//
+// The listener and the sweeper's advisory lock need session-level
+// connections: behind PgBouncer, use session pooling, or a direct
+// connection.
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hallpass/hallpass"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Options configures a Store. The zero value, and a nil *Options, give the
+// defaults.
+type Options struct {
+	// Table is the table's name, default "hallpass_sessions". Its indexes
+	// and its notification channel are named after it. It is quoted as an
+	// identifier, so any name works, case and all, up to 52 bytes.
+	Table string
+
+	// Now returns the current time, default time.Now. Expiry is decided by
+	// this clock; see the package doc.
+	Now func() time.Time
+
+	// Timeout bounds each call to the store, so that a database that stops
+	// answering makes requests fail instead of hang. Default 5 s; negative
+	// means no bound beyond the caller's context.
+	Timeout time.Duration
+
+	// SweepInterval is how often an instance tries to delete expired rows,
+	// default one minute. Only one instance sweeps at a time. A negative
+	// interval disables the sweeper; call Sweep instead.
+	SweepInterval time.Duration
+	// SweepChunk is how many rows one sweep statement deletes at most,
+	// default 1000. Small chunks keep each statement's locks short.
+	SweepChunk int
+
+	// CacheTTL turns on the local read cache when positive: Load may serve
+	// a record up to this long after it was read, unless a notification
+	// evicts it first. Default 0, no cache: every Load reads the database.
+	CacheTTL time.Duration
+	// CacheEntries bounds the number of cached records, default 10000.
+	CacheEntries int
+	// CacheBytes bounds the cache's approximate size, default 64 MiB.
+	CacheBytes int64
+
+	// DisableNotify stops writes from sending notifications. Set it only
+	// if no instance sharing the table uses CacheTTL; it cannot be
+	// combined with CacheTTL.
+	DisableNotify bool
+
+	// Logger receives the listener's and the sweeper's troubles, default
+	// slog.Default(). Messages never contain keys or data.
+	Logger *slog.Logger
+}
+
+const (
+	defaultTable          = "hallpass_sessions"
+	defaultTimeout        = 5 * time.Second
+	defaultConnectTimeout = 10 * time.Second
+	defaultSweepInterval  = time.Minute
+	defaultSweepChunk     = 1000
+	defaultCacheEntries   = 10000
+	defaultCacheBytes     = 64 << 20
+
+	// maxTableLen leaves room for the longest suffix, "_expires_at", in
+	// PostgreSQL's 63-byte identifiers, which it would silently truncate.
+	maxTableLen = 63 - len("_expires_at")
+)
+
+// ErrNUL is the error, wrapped, of a write whose data holds the character
+// U+0000 in a key or anywhere in a value: PostgreSQL's jsonb cannot store
+// it. The write changes nothing.
+var ErrNUL = errors.New("data holds the character U+0000, which jsonb cannot store")
+
+// ErrSweepLocked is what Sweep returns when another Store, in this
+// process or another, is sweeping the table.
+var ErrSweepLocked = errors.New("pgstore: sweep: another instance is sweeping")
+
+// errInvalidData does not say which field or value: those may be secrets.
+var errInvalidData = errors.New("the record holds a value PostgreSQL cannot store (invalid JSON, invalid UTF-8, or NUL in text)")
+
+// Store is a hallpass.Store in PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	pool      *pgxpool.Pool
+	owned     bool // Close closes pool
+	now       func() time.Time
+	realClock bool // now is time.Now
+	timeout   time.Duration
+	chunk     int
+	log       *slog.Logger
+	q         queries
+	cache     *cache // nil when CacheTTL is off
+
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var _ hallpass.Store = (*Store)(nil)
+
+// Open connects to the database at url (a PostgreSQL URL or keyword/value
+// string, as pgxpool.ParseConfig reads it) and returns a Store on a pool
+// of its own, which Close closes. Unless url sets connect_timeout, a
+// connection attempt gives up after 10 s.
+func Open(ctx context.Context, url string, opts *Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's message may quote the URL, password and all.
+		return nil, errors.New("pgstore: open: cannot parse the connection string")
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "hallpass"
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// pgxpool finishes a connection attempt in the background after
+		// the request that wanted it gave up, holding a place in the pool
+		// meanwhile: without a bound of its own (pgxpool's default is two
+		// minutes), a database that was unreachable for a moment could
+		// keep the pool full of dead attempts long after it is back.
+		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: open: %w", err)
+	}
+	s, err := newStore(ctx, pool, true, opts)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New returns a Store on pool, which may be shared with the application.
+// Close does not close pool. The listener, when CacheTTL is set, takes one
+// connection out of pool for good.
+func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Store, error) {
+	if pool == nil {
+		return nil, errors.New("pgstore: new: nil pool")
+	}
+	return newStore(ctx, pool, false, opts)
+}
+
+func newStore(ctx context.Context, pool *pgxpool.Pool, owned bool, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Table == "" {
+		o.Table = defaultTable
+	}
+	if len(o.Table) > maxTableLen || !utf8.ValidString(o.Table) || hasNUL(o.Table) {
+		return nil, fmt.Errorf("pgstore: Options.Table must be valid UTF-8 without NUL, at most %d bytes", maxTableLen)
+	}
+	if o.CacheTTL > 0 && o.DisableNotify {
+		return nil, errors.New("pgstore: Options.CacheTTL needs notifications; do not set DisableNotify with it")
+	}
+	realClock := o.Now == nil
+	if realClock {
+		o.Now = time.Now
+	}
+	if o.Timeout == 0 {
+		o.Timeout = defaultTimeout
+	}
+	if o.SweepInterval == 0 {
+		o.SweepInterval = defaultSweepInterval
+	}
+	if o.SweepChunk <= 0 {
+		o.SweepChunk = defaultSweepChunk
+	}
+	if o.CacheEntries <= 0 {
+		o.CacheEntries = defaultCacheEntries
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = defaultCacheBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+
+	s := &Store{
+		pool:      pool,
+		owned:     owned,
+		now:       o.Now,
+		realClock: realClock,
+		timeout:   o.Timeout,
+		chunk:     o.SweepChunk,
+		log:       o.Logger,
+		q:         newQueries(o.Table, !o.DisableNotify),
+	}
+	if err := s.createSchema(ctx); err != nil {
+		return nil, fail(ctx, "create schema", err)
+	}
+
+	bg, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	if o.CacheTTL > 0 {
+		s.cache = newCache(o.CacheTTL, o.CacheEntries, o.CacheBytes)
+		s.wg.Go(func() { s.listenLoop(bg) })
+	}
+	if o.SweepInterval > 0 {
+		s.wg.Go(func() { s.sweepLoop(bg, o.SweepInterval) })
+	}
+	return s, nil
+}
+
+// createSchema creates the table and its indexes unless they all exist.
+// It checks first because CREATE INDEX IF NOT EXISTS still takes a lock
+// that blocks writers, which every instance starting up would cause; and
+// it serializes creators on an advisory lock, because two concurrent
+// CREATE TABLE IF NOT EXISTS can both try and one fail.
+func (s *Store) createSchema(ctx context.Context) error {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var exists bool
+	err := s.pool.QueryRow(ctx, s.q.schemaExists, s.q.tableIdent, s.q.userIndexIdent, s.q.expiresIndexIdent).Scan(&exists)
+	if err != nil || exists {
+		return err
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "hallpass-schema:"+s.q.table); err != nil {
+			return err
+		}
+		for _, stmt := range s.q.schema {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Close stops the sweeper and the listener, waiting for them, and closes
+// the pool if Open made it. It always returns nil; the error is there for
+// io.Closer.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.stop()
+		s.wg.Wait()
+		if s.owned {
+			s.pool.Close()
+		}
+	})
+	return nil
+}
+
+// opCtx bounds one call by Options.Timeout.
+func (s *Store) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.timeout > 0 {
+		return context.WithTimeout(ctx, s.timeout)
+	}
+	return ctx, func() {}
+}
+
+// nowMS is the store's current time. Rows with expires_at <= nowMS are
+// expired.
+func (s *Store) nowMS() int64 { return s.now().UnixMilli() }
+
+// fail wraps err with what was being done. If the caller's ctx ended, the
+// error says so too, so errors.Is(err, context.Canceled) holds however
+// pgx phrased it. PostgreSQL's complaints about data are replaced by a
+// message of ours: theirs may quote the offending value.
+func fail(ctx context.Context, op string, err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "22P05": // untranslatable_character: \u0000 in jsonb
+			err = ErrNUL
+		case len(pe.Code) == 5 && pe.Code[:2] == "22": // data_exception
+			err = fmt.Errorf("%w (SQLSTATE %s)", errInvalidData, pe.Code)
+		}
+	}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("pgstore: %s: %w: %w", op, cerr, err)
+	}
+	return fmt.Errorf("pgstore: %s: %w", op, err)
+}
+
+// isUniqueViolation reports whether err is PostgreSQL refusing a duplicate
+// key.
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// retry runs f, and runs it once more if it failed before sending
+// anything: typically on a pooled connection that died while idle, as
+// after a network cut, which would otherwise fail one request per dead
+// connection even though the database is back.
+func retry(ctx context.Context, f func() error) error {
+	err := f()
+	if err != nil && pgconn.SafeToRetry(err) && ctx.Err() == nil {
+		err = f()
+	}
+	return err
+}
+
+func hasNUL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return true
+		}
+	}
+	return false
+}
