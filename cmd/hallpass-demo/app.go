@@ -18,7 +18,6 @@ import (
 
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/csrf"
-	"github.com/hallpass/hallpass/store/sqlitestore"
 )
 
 //go:embed templates/*.html
@@ -29,6 +28,7 @@ var staticFS embed.FS
 
 // options configures an app; zero values mean the defaults.
 type options struct {
+	Store       string        // session store: "" (the SQLite db), memory, redis://…, postgres://…
 	IdleTimeout time.Duration // hallpass.Config.IdleTimeout
 	Lifetime    time.Duration // hallpass.Config.Lifetime
 	Argon2      argon2Params  // default defaultArgon2
@@ -39,7 +39,7 @@ type options struct {
 // reaches the database, the sessions and the templates the same way.
 type app struct {
 	db        *sql.DB
-	store     *sqlitestore.Store
+	store     sessionStore
 	sessions  *hallpass.Manager
 	users     *users
 	passwords *hasher
@@ -64,7 +64,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := sqlitestore.New(db, nil)
+	st, err := openStore(ctx, opts.Store, db)
 	if err != nil {
 		return nil, err
 	}

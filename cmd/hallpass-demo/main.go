@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -52,7 +53,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs := flag.NewFlagSet("hallpass-demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "localhost:8080", "listen on `host:port` ($HALLPASS_ADDR)")
-	dbPath := fs.String("db", "hallpass-demo.db", "SQLite `file` for users and sessions ($HALLPASS_DB)")
+	dbPath := fs.String("db", "hallpass-demo.db", "SQLite `file` for users, and for sessions unless -store says otherwise ($HALLPASS_DB)")
+	store := fs.String("store", "", "session `store`: empty for the -db file, memory, redis://host:port/db, or postgres://user@host/db?sslmode=disable ($HALLPASS_STORE)")
 	idle := fs.Duration("idle-timeout", 0, "end sessions after this long without a request; 0 means hallpass's default, 30m ($HALLPASS_IDLE_TIMEOUT)")
 	lifetime := fs.Duration("lifetime", 0, "end sessions this long after they start or sign in, whatever their activity; 0 means hallpass's default, 12h ($HALLPASS_LIFETIME)")
 	fs.Usage = func() {
@@ -62,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// The environment sets the flags' starting values, so that a flag on
 	// the command line still wins.
 	for name, env := range map[string]string{
-		"addr": "HALLPASS_ADDR", "db": "HALLPASS_DB",
+		"addr": "HALLPASS_ADDR", "db": "HALLPASS_DB", "store": "HALLPASS_STORE",
 		"idle-timeout": "HALLPASS_IDLE_TIMEOUT", "lifetime": "HALLPASS_LIFETIME",
 	} {
 		if v := getenv(env); v != "" {
@@ -90,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer db.Close()
-	a, err := newApp(ctx, db, options{IdleTimeout: *idle, Lifetime: *lifetime, Logger: logger})
+	a, err := newApp(ctx, db, options{Store: *store, IdleTimeout: *idle, Lifetime: *lifetime, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -110,7 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	logger.Info("hallpass-demo listening", "url", "http://"+ln.Addr().String(), "db", *dbPath)
+	logger.Info("hallpass-demo listening", "url", "http://"+ln.Addr().String(), "db", *dbPath, "store", cmp.Or(redact(*store), *dbPath))
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -43,6 +43,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvStore(t, "")
+}
+
+// newEnvStore is newEnv with sessions in the store that spec names (see
+// openStore).
+func newEnvStore(t *testing.T, spec string) *env {
+	t.Helper()
 	e := &env{t: t, tokens: make(map[string]bool)}
 	db, err := openDB(filepath.Join(t.TempDir(), "demo.db"))
 	if err != nil {
@@ -51,7 +58,7 @@ func newEnv(t *testing.T) *env {
 	logger := slog.New(slog.NewTextHandler(&e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// The flows do not depend on the hash's cost; password_test.go covers
 	// the real parameters.
-	a, err := newApp(t.Context(), db, options{Logger: logger, Argon2: testArgon2})
+	a, err := newApp(t.Context(), db, options{Store: spec, Logger: logger, Argon2: testArgon2})
 	if err != nil {
 		db.Close()
 		t.Fatal(err)

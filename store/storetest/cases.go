@@ -14,10 +14,13 @@ import (
 	"github.com/hallpass/hallpass"
 )
 
-var cases = []struct {
+// testCase is one case of the suite.
+type testCase struct {
 	name string
 	run  func(*testing.T, hallpass.Store)
-}{
+}
+
+var cases = []testCase{
 	{"RoundTrip", testRoundTrip},
 	{"RoundTripZero", testRoundTripZero},
 	{"CreateExisting", testCreateExisting},

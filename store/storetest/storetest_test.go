@@ -282,7 +282,7 @@ const faultEnv = "HALLPASS_STORETEST_FAULT"
 func TestFaultChild(t *testing.T) {
 	fault := os.Getenv(faultEnv)
 	if fault == "" {
-		t.Skip("run by TestFaultsAreCaught")
+		return // only meaningful as TestFaultsAreCaught's child process
 	}
 	storetest.Run(t, func(*testing.T) hallpass.Store { return newRefStore(fault) })
 }
@@ -311,22 +311,25 @@ func TestFaultsAreCaught(t *testing.T) {
 		"updateResurrects":   {"ExpireIdle"},
 		"noVersionBump":      {"Update", "UpdateConcurrent", "TouchConcurrent", "Rotate"},
 		"racyUpdate":         {"UpdateConcurrent"},
-		"touchBackwards":     {"UpdateTouch", "TouchConcurrent"},
-		"noClear":            {"Update"},
-		"setBeforeRemove":    {"Update"},
-		"metaMerge":          {"Update"},
-		"rotateKeepsOld":     {"Rotate", "RotateChangesUser", "RotateConcurrent"},
-		"rotateOverwrites":   {"RotateOntoExisting"},
-		"rotateNoDelta":      {"Rotate", "RotateChangesUser"},
-		"rotateSelf":         {"RotateOntoExisting"},
-		"targetFirst":        {"RotateMissing"},
-		"nonAtomicRotate":    {"ListUserDuringRotate", "DeleteUserDuringRotate"},
-		"staleIndex":         {"UpdateMetaMovesUser", "RotateChangesUser"},
-		"listGuests":         {"ListUser"},
-		"listExpired":        {"ExpireIdle", "ExpireAbsolute", "CreateExpired", "UpdateExpires", "ListUser"},
-		"ignoreKeep":         {"DeleteUser"},
-		"countExpired":       {"ExpireIdle", "CreateExpired", "DeleteUser"},
-		"deleteGuests":       {"DeleteUser"},
+		// TouchConcurrent catches this too, but only when the scheduler
+		// runs the latest touch before some earlier one; UpdateTouch
+		// catches it every time.
+		"touchBackwards":   {"UpdateTouch"},
+		"noClear":          {"Update"},
+		"setBeforeRemove":  {"Update"},
+		"metaMerge":        {"Update"},
+		"rotateKeepsOld":   {"Rotate", "RotateChangesUser", "RotateConcurrent"},
+		"rotateOverwrites": {"RotateOntoExisting"},
+		"rotateNoDelta":    {"Rotate", "RotateChangesUser"},
+		"rotateSelf":       {"RotateOntoExisting"},
+		"targetFirst":      {"RotateMissing"},
+		"nonAtomicRotate":  {"ListUserDuringRotate", "DeleteUserDuringRotate"},
+		"staleIndex":       {"UpdateMetaMovesUser", "RotateChangesUser"},
+		"listGuests":       {"ListUser"},
+		"listExpired":      {"ExpireIdle", "ExpireAbsolute", "CreateExpired", "UpdateExpires", "ListUser"},
+		"ignoreKeep":       {"DeleteUser"},
+		"countExpired":     {"ExpireIdle", "CreateExpired", "DeleteUser"},
+		"deleteGuests":     {"DeleteUser"},
 	} {
 		t.Run(fault, func(t *testing.T) {
 			t.Parallel()

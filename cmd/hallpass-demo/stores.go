@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/memstore"
+	"github.com/hallpass/hallpass/store/pgstore"
+	"github.com/hallpass/hallpass/store/redisstore"
+	"github.com/hallpass/hallpass/store/sqlitestore"
+)
+
+// sessionStore is a hallpass.Store the app must close when it stops.
+type sessionStore interface {
+	hallpass.Store
+	Close() error
+}
+
+// openStore opens the session store that spec names: "" (the app's own
+// SQLite file, db), "memory", a redis:// or rediss:// URL, or a
+// postgres:// or postgresql:// URL. Users always stay in db.
+func openStore(ctx context.Context, spec string, db *sql.DB) (sessionStore, error) {
+	switch {
+	case spec == "":
+		return sqlitestore.New(db, nil)
+	case spec == "memory":
+		return memstore.New(nil), nil
+	case strings.HasPrefix(spec, "redis://"), strings.HasPrefix(spec, "rediss://"):
+		return redisstore.Open(spec, nil)
+	case strings.HasPrefix(spec, "postgres://"), strings.HasPrefix(spec, "postgresql://"):
+		return pgstore.Open(ctx, spec, nil)
+	}
+	return nil, fmt.Errorf("-store %q: want empty (the -db file), memory, redis://… or postgres://…", redact(spec))
+}
+
+// redact drops anything after a scheme's "//" up to "@", so a password in
+// a store URL never reaches a log or an error message.
+func redact(spec string) string {
+	scheme, rest, ok := strings.Cut(spec, "://")
+	if !ok {
+		return spec
+	}
+	if _, host, ok := strings.Cut(rest, "@"); ok {
+		return scheme + "://…@" + host
+	}
+	return spec
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/storetest"
+)
+
+// TestStores walks sign-up, logout and a replayed cookie with sessions in
+// each store -store can name.
+func TestStores(t *testing.T) {
+	specs := map[string]func(t *testing.T) string{
+		"memory":   func(*testing.T) string { return "memory" },
+		"redis":    func(t *testing.T) string { return storetest.ServiceURL(t, "HALLPASS_TEST_REDIS_URL") },
+		"postgres": func(t *testing.T) string { return storetest.ServiceURL(t, "HALLPASS_TEST_POSTGRES_URL") },
+	}
+	for name, spec := range specs {
+		t.Run(name, func(t *testing.T) {
+			e := newEnvStore(t, spec(t))
+			c := e.client()
+			user := "u" + strings.ToLower(hallpass.NewHandle()[:12])
+			user = strings.NewReplacer("-", "x", "_", "y").Replace(user)
+			wantRedirectHome(t, c.signup(user, "correct horse"))
+			wantBody(t, c.get("/"), "Signed in as "+user)
+			old := c.sessionCookie()
+			wantRedirectHome(t, c.post("/logout", nil))
+			req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/", nil)
+			req.Header.Set("Cookie", cookieName+"="+old)
+			r := e.client().do(req)
+			wantBody(t, r, "Guest")
+			wantNoBody(t, r, "Signed in as")
+		})
+	}
+}
+
+func TestOpenStoreRejectsUnknownAndRedacts(t *testing.T) {
+	_, err := openStore(t.Context(), "mysql://admin:hunter2@db.example/x", nil)
+	if err == nil {
+		t.Fatal("unknown store scheme accepted")
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error reveals the password: %v", err)
+	}
+	if got := redact("redis://:s3cret@127.0.0.1:6379/0"); strings.Contains(got, "s3cret") {
+		t.Fatalf("redact kept the password: %q", got)
+	}
+}

@@ -1,0 +1,455 @@
+// Package redisstore is a hallpass.Store in Redis, on
+// github.com/redis/rueidis, for many app instances sharing one Redis
+// server or Redis Cluster.
+//
+// # Key layout
+//
+// With the default KeyPrefix "hallpass:", a session is one hash, and each
+// signed-in user has a sorted set and, at times, a lease:
+//
+//	hallpass:s:{<hex 0-8>}<hex 8-64>  hash: the session, named by its key
+//	hallpass:{u:<user id>}            sorted set: the user's session keys
+//	                                  (hex), scored by absolute deadline
+//	hallpass:{u:<user id>}:lk         string: the user's index lease
+//
+// A session hash has one field per data key, "d:<key>" holding the JSON
+// value as given, and metadata fields starting with "m:" (m:v version,
+// m:h handle, m:u user, m:ad absolute deadline, m:id idle deadline, m:ls
+// last seen, and so on; see codec.go). As the prefixes differ, no data key
+// can collide with metadata. Times are unix milliseconds. An empty string,
+// false or zero time is not stored. The hash expires at its record's
+// expiry (the earlier deadline) by PEXPIREAT, kept exact by every write.
+//
+// Hash tags put a user's index and lease in one Cluster slot. A session's
+// tag is the first 8 hex digits of its key, so its slot follows from the
+// key alone, which is all a Load knows, and is spread by 32 bits of
+// SHA-256; the tag also spares the client hashing 70-odd bytes for the
+// slot on every command, a third of a cached Load's cost without it. A
+// KeyPrefix may itself contain a hash tag ("app{s}:"); then
+// every key is in that one slot and the store uses the standalone scripts
+// even on a Cluster, at the price of putting all sessions on one shard.
+//
+// Guests (empty user id) are not indexed. An index member is a hint, not
+// the truth: the record's own m:u field is, and readers check it. Members
+// whose record expired are trimmed by score once their absolute deadline
+// has passed, and members whose record is gone (logout, idle expiry) are
+// dropped by the next ListUser or DeleteUser of that user.
+//
+// # Scripts and atomicity
+//
+// Every write is one Lua script (EVALSHA, falling back to EVAL) that
+// checks, changes and re-expires a record in one step, so a write is
+// whole or absent, never half done, and an Update, Rotate or touch of a
+// record that is missing or expired (at the store's clock, Options.Now)
+// fails with hallpass.ErrNotFound instead of recreating it. Update applies
+// a hallpass.Delta field by field (Clear deletes the "d:" fields; Touch
+// moves LastSeen and IdleDeadline forward only, and replaces the activity
+// outright along with a Meta), so concurrent requests that change
+// different keys both win, and it costs one round trip. Scripts declare
+// every key they touch.
+//
+// A standalone server runs multi-key scripts, so there every method is
+// atomic: Rotate renames the hash and moves its index entry in one
+// script; ListUser and DeleteUser read the index, then run one script over
+// the index and every session it named. If a Rotate or Create added a
+// session in between, the script returns the new list instead and takes
+// the user's lease (a key in the index's slot, expiring after a second)
+// that makes writers adding to that index wait; the second attempt then
+// cannot miss. Rotate and an Update with a Meta must declare the user
+// index of the record's current user; they take it from the record this
+// instance last read (the Manager always loads before it writes) and, on a
+// wrong guess, the script reports the user and the call repeats.
+//
+// In a Cluster (a rueidis cluster client, or Options.Cluster for sharding
+// proxies), the session and its user's index live in different slots, and
+// no script may span slots, so some operations become ordered sequences
+// of single-slot scripts:
+//
+//	operation          standalone    Cluster
+//	Load               atomic        atomic
+//	Delete             atomic        atomic per key
+//	Update             atomic        atomic; with a Meta that changes the
+//	                                 user, index steps around it
+//	Create             atomic        index first, then the hash, then a
+//	                                 check that the index still has it
+//	Rotate             atomic        index the new key, take (read and
+//	                                 delete) the old hash, create the new
+//	                                 one, check the index, unindex the old
+//	ListUser           atomic        best effort: may miss a session in
+//	                                 the middle of a Rotate
+//	DeleteUser         atomic        lease, delete each, unindex: never
+//	                                 misses a session, see below, but
+//	                                 may not count one caught mid-Rotate
+//
+// Why the Cluster sequences are safe: Rotate deletes the old record
+// before it creates the new one, so a failure in between loses the session
+// (the user signs in again) and never leaves two valid tokens; and of
+// concurrent Rotates exactly one takes the old record. A session is
+// indexed before its hash exists, so an index never lacks a live session.
+// DeleteUser first takes the user's lease, after which no session can be
+// added to the index; a session whose Create or Rotate was already under
+// way is in the index, so DeleteUser deletes it, or, if its hash did not
+// exist yet, removes it from the index, and the writer's final check finds
+// it unindexed and deletes what it wrote. "Sign out everywhere" therefore
+// cannot be escaped by rotating. The exception is an Update with a Meta
+// that changes the user id concurrently with a DeleteUser of the old user
+// (the Manager never does this: a new identity always rotates).
+//
+// # Client-side caching
+//
+// Load reads with rueidis's server-assisted client-side caching
+// (DoCache, CLIENT TRACKING): a record read recently is served from this
+// process without a round trip, and any write to it anywhere (an Update,
+// a logout or revocation on another instance) makes Redis push an
+// invalidation that drops the cached copy, typically well within a
+// millisecond. Options.CacheTTL bounds how long a copy may be served if an
+// invalidation is lost, and so is the staleness bound; a negative CacheTTL
+// turns caching off, and every Load is exactly one round trip. The cache's
+// memory is rueidis's: up to ClientOption.CacheSizeEachConn per connection
+// (128 MiB by default), evicted least recently used first.
+//
+// rueidis keeps the cache per connection and drops it when the connection
+// breaks (a reset, a refused reconnect, or a stalled connection declared
+// dead by its ping and write timeout), before it reconnects: a revocation
+// made while this instance was cut off can never be served from cache
+// afterwards. During a stall, before the connection is declared dead,
+// cached records are still served, for at most the connection's write
+// timeout (ConnWriteTimeout; Open sets 2 s unless the URL says otherwise)
+// plus its ping interval (Dialer.KeepAlive, 1 s by default). Caching needs
+// RESP3 (Redis 6 or newer); with a client made with DisableCache, set a
+// negative CacheTTL too, or every Load pays for cache bookkeeping it cannot
+// use.
+//
+// Decoding a cached reply into a Record on every hit would cost more than
+// the hit itself, so the store memoizes the record decoded from each cached
+// reply and, while rueidis keeps returning that same reply, returns the
+// same read-only *hallpass.Record. A write from this instance also leaves
+// a version floor (see floors in memo.go), so a Load right after this
+// instance's own write never returns the record as it was before.
+//
+// # Errors
+//
+// Errors are wrapped as "redisstore: <operation>: ..." and never contain a
+// key or session data. A cancelled context gives an error that matches
+// context.Canceled; a call cancelled after its script was sent may still
+// have taken effect, but whole, like any write whose reply was lost.
+//
+// # Expiry
+//
+// Redis deletes a record at its deadline, so Load normally reports an
+// expired session as hallpass.ErrNotFound, and the Manager reports an
+// unknown token rather than an idle or absolute expiry. Only when the
+// store's clock is ahead of Redis's, and the hash is still there, does
+// Load return a *hallpass.ExpiredError.
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hallpass/hallpass"
+	"github.com/redis/rueidis"
+)
+
+// Options configure a Store. The zero value of each field, and a nil
+// *Options, pick the defaults.
+type Options struct {
+	// KeyPrefix starts every key the store uses. Default "hallpass:". It
+	// may contain a hash tag ("{...}") to keep every key in one Cluster
+	// slot, but no other '{'.
+	KeyPrefix string
+	// CacheTTL is how long Load may serve a record from the client-side
+	// cache without hearing from Redis: the bound on staleness should an
+	// invalidation be lost. Default one minute; negative disables caching.
+	CacheTTL time.Duration
+	// Now returns the current time, default time.Now. A record whose
+	// deadline has passed by this clock is treated as missing even if
+	// Redis has not deleted it yet.
+	Now func() time.Time
+	// Cluster selects the Cluster-safe operations even when the client is
+	// not a rueidis cluster client, for a proxy that shards by key. A
+	// cluster client selects them by itself.
+	Cluster bool
+}
+
+const (
+	defaultPrefix   = "hallpass:"
+	defaultCacheTTL = time.Minute
+	// defaultTimeout is Open's dial and connection write timeout unless the
+	// URL sets them (dial_timeout, write_timeout): rueidis would wait ten
+	// seconds to declare a stalled connection dead, and requests would
+	// hang that long before failing.
+	defaultTimeout = 2 * time.Second
+	// openRetries is how often a client from Open retries a read after a
+	// network error.
+	openRetries = 2
+	// leaseTTL is how long a user's index lease lasts if its holder does
+	// not release it, and so how long writers may wait for one.
+	leaseTTL = time.Second
+	// listTries bounds ListUser's and DeleteUser's attempts; the lease makes
+	// the second succeed unless it expired in between.
+	listTries = 5
+)
+
+// Store is a hallpass.Store in Redis. It is safe for concurrent use.
+type Store struct {
+	client   rueidis.Client
+	owned    bool
+	prefix   string
+	cacheTTL time.Duration // 0 when caching is off
+	now      func() time.Time
+	cluster  bool
+	memo     *memo
+	noMemo   bool // benchmarks measure the decode the memo saves
+	floors   *floors
+
+	closeOnce sync.Once
+}
+
+var _ hallpass.Store = (*Store)(nil)
+
+// New returns a Store that uses client. Close does not close the client.
+func New(client rueidis.Client, opts *Options) (*Store, error) {
+	if client == nil {
+		return nil, errors.New("redisstore: new: nil client")
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = defaultPrefix
+	}
+	pinned, err := prefixTag(o.KeyPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: new: %w", err)
+	}
+	switch {
+	case o.CacheTTL == 0:
+		o.CacheTTL = defaultCacheTTL
+	case o.CacheTTL < 0:
+		o.CacheTTL = 0
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Store{
+		client:   client,
+		prefix:   o.KeyPrefix,
+		cacheTTL: o.CacheTTL,
+		now:      o.Now,
+		cluster:  (o.Cluster || client.Mode() == rueidis.ClientModeCluster) && !pinned,
+		memo:     new(memo),
+	}
+	if s.cacheTTL > 0 {
+		s.floors = newFloors(s.cacheTTL)
+	}
+	return s, nil
+}
+
+// Open connects to the Redis server or Cluster at url (redis://,
+// rediss://, unix://; see rueidis.ParseURL) and returns a Store that owns
+// the client: Close closes it. Unless the URL sets dial_timeout or
+// write_timeout, both are 2 s, and reads are retried twice after network
+// errors, so a dead or stalled server fails requests within a few seconds
+// instead of hanging them (rueidis's defaults would wait ten seconds for a
+// stalled connection, and retry reads for as long as the request's context
+// allows, forever without a deadline).
+func Open(url string, opts *Options) (*Store, error) {
+	co, err := clientOption(url, opts)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: open: %w", err)
+	}
+	client, err := rueidis.NewClient(co)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: open: %w", err)
+	}
+	s, err := New(client, opts)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	s.owned = true
+	return s, nil
+}
+
+// clientOption returns the client options Open uses for url.
+func clientOption(url string, opts *Options) (rueidis.ClientOption, error) {
+	co, err := rueidis.ParseURL(url)
+	if err != nil {
+		return co, err
+	}
+	if co.Dialer.Timeout == 0 {
+		co.Dialer.Timeout = defaultTimeout
+	}
+	if co.ConnWriteTimeout == 0 {
+		co.ConnWriteTimeout = defaultTimeout
+	}
+	// rueidis retries reads after network errors until the context ends,
+	// which without a request deadline is never: a session store should
+	// fail closed instead, after a couple of quick tries.
+	co.RetryDelay = func(attempts int, _ rueidis.Completed, _ error) time.Duration {
+		if attempts > openRetries {
+			return -1
+		}
+		return time.Duration(attempts) * time.Millisecond
+	}
+	if opts != nil && opts.CacheTTL < 0 {
+		co.DisableCache = true // no tracking on the server either
+	}
+	return co, nil
+}
+
+// Close closes the client if Open created it. It may be called more than
+// once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.owned {
+			s.client.Close()
+		}
+	})
+	return nil
+}
+
+// prefixTag reports whether prefix pins every key to one slot with a hash
+// tag. A '{' that opens no tag, or an empty one, would make Redis hash
+// some keys whole, splitting a user's index from its lease, so it is
+// refused.
+func prefixTag(prefix string) (bool, error) {
+	i := strings.IndexByte(prefix, '{')
+	if i < 0 {
+		return false, nil
+	}
+	if j := strings.IndexByte(prefix[i+1:], '}'); j > 0 {
+		return true, nil
+	}
+	return false, errors.New("KeyPrefix has a '{' that opens no hash tag")
+}
+
+// sessionKey returns the name of the hash holding the session at k.
+func (s *Store) sessionKey(k hallpass.Key) string {
+	var h [2*len(k) + 2]byte
+	h[0], h[9] = '{', '}'
+	hex.Encode(h[1:9], k[:4])
+	hex.Encode(h[10:], k[4:])
+	return s.prefix + "s:" + string(h[:])
+}
+
+func (s *Store) indexKey(user string) string { return s.prefix + "{u:" + user + "}" }
+
+func (s *Store) leaseKey(user string) string { return s.prefix + "{u:" + user + "}:lk" }
+
+func (s *Store) nowMS() string { return msString(s.now()) }
+
+// fail wraps err with the operation. If ctx ended, the error says so too,
+// whatever the client reported.
+func fail(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("redisstore: %s: %w: %w", op, cerr, err)
+	}
+	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+var errBusy = errors.New("the user's session index stayed locked")
+
+// wait sleeps before retrying a write refused by a lease, and gives up
+// once the lease must have expired twice over.
+func wait(ctx context.Context, start time.Time, try int) error {
+	if time.Since(start) > 2*leaseTTL {
+		return errBusy
+	}
+	t := time.NewTimer(min(50*time.Microsecond<<min(try, 7), 5*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Load implements hallpass.Store.
+func (s *Store) Load(ctx context.Context, key hallpass.Key) (*hallpass.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fail(ctx, "load", err)
+	}
+	rec, err := s.load(ctx, key)
+	if err != nil {
+		return nil, fail(ctx, "load", err)
+	}
+	if rec == nil {
+		return nil, hallpass.ErrNotFound
+	}
+	if rec.Expired(s.now()) {
+		return nil, &hallpass.ExpiredError{Record: rec}
+	}
+	return rec, nil
+}
+
+func (s *Store) load(ctx context.Context, key hallpass.Key) (*hallpass.Record, error) {
+	k := s.sessionKey(key)
+	if s.cacheTTL == 0 {
+		return s.loadDirect(ctx, key, k)
+	}
+	res := s.client.DoCache(ctx, s.client.B().Hgetall().Key(k).Cache(), s.cacheTTL)
+	msg, err := res.ToMessage()
+	if err != nil {
+		return nil, err
+	}
+	rec := s.memo.record(key, &msg)
+	if rec == nil {
+		m, err := msg.AsStrMap()
+		if err != nil {
+			return nil, err
+		}
+		var size int
+		if rec, size, err = decodeMap(key, m); err != nil {
+			return nil, err
+		}
+		// Only a hit is worth remembering: the reply of a miss is not the
+		// value later hits return. A miss still tells whose record it is.
+		switch {
+		case rec == nil:
+		case res.IsCacheHit() && size <= memoMaxData && !s.noMemo:
+			s.memo.remember(key, &msg, rec)
+		default:
+			s.memo.hint(key, rec.UserID)
+		}
+	}
+	if !s.floors.met(key, rec) {
+		return s.loadDirect(ctx, key, k)
+	}
+	return rec, nil
+}
+
+func (s *Store) loadDirect(ctx context.Context, key hallpass.Key, k string) (*hallpass.Record, error) {
+	m, err := s.client.Do(ctx, s.client.B().Hgetall().Key(k).Build()).AsStrMap()
+	if err != nil {
+		return nil, err
+	}
+	rec, _, err := decodeMap(key, m)
+	if rec != nil {
+		s.memo.hint(key, rec.UserID)
+	}
+	return rec, err
+}
+
+// wrote records this instance's write of key for later reads: version v,
+// or 0 when the write removed the record.
+func (s *Store) wrote(key hallpass.Key, v int64) {
+	if s.floors != nil {
+		s.floors.set(key, v)
+	}
+}
