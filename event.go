@@ -14,6 +14,7 @@ const (
 	EventCreated         EventKind = "created"          // a new session was stored
 	EventAuthenticated   EventKind = "authenticated"    // Login succeeded
 	EventRenewed         EventKind = "renewed"          // Renew issued a new token
+	EventRotated         EventKind = "rotated"          // periodic rotation issued a new token
 	EventExtended        EventKind = "extended"         // Extend pushed the idle deadline
 	EventExpiredIdle     EventKind = "expired_idle"     // idle deadline passed
 	EventExpiredAbsolute EventKind = "expired_absolute" // absolute deadline passed
@@ -28,6 +29,7 @@ const (
 	ReasonDuplicateCookie = "duplicate_cookie" // more than one session cookie in a request
 	ReasonUnknownToken    = "unknown_token"    // well-formed token with no live session (also: already expired and swept)
 	ReasonTokenFlood      = "token_flood"      // many bad cookies from one address
+	ReasonTokenReuse      = "token_reuse"      // a rotated-out token used after the grace window
 	ReasonWriteAfterStart = "write_after_response_started"
 	ReasonGone            = "gone_during_request" // revoked or expired while a request was running
 	ReasonRevoke          = "revoke"

@@ -42,6 +42,9 @@ const (
 	DefaultPersistentIdleTimeout = 7 * 24 * time.Hour
 	DefaultPersistentLifetime    = 30 * 24 * time.Hour
 	DefaultBackgroundHeader      = "Hallpass-Background"
+	DefaultRotateEvery           = 15 * time.Minute
+	DefaultRotateGrace           = time.Minute
+	DefaultTheftWindow           = 24 * time.Hour
 	maxTouchInterval             = time.Minute
 )
 
@@ -69,6 +72,21 @@ type Config struct {
 	// is written for activity at most once per interval. Default: an
 	// eighth of the idle timeout, at most one minute.
 	TouchInterval time.Duration
+
+	// RotateEvery gives a signed-in session a new token when its token is
+	// this old, so a token copied from a browser stops working. Default 15
+	// minutes; negative turns periodic rotation off. Login and Renew
+	// always rotate, with no grace.
+	RotateEvery time.Duration
+	// RotateGrace is how long after a periodic rotation the old token
+	// still works, for requests already in flight and other tabs; each
+	// gets the same new token. Later use of the old token is treated as
+	// theft: the session is revoked and a suspicious{token_reuse} event
+	// emitted. Default one minute.
+	RotateGrace time.Duration
+	// TheftWindow is how long after a rotation reuse of the old token is
+	// still recognised (its tombstone is kept). Default 24 hours.
+	TheftWindow time.Duration
 
 	// Cookie sets the session cookie's name and attributes.
 	Cookie Cookie
@@ -145,7 +163,9 @@ type Manager struct {
 
 	touchEvery time.Duration
 	warnOnce   sync.Once
-	flood      *floodGuard // nil when counting is off
+
+	rotateEvery, rotateGrace, theftWindow time.Duration
+	flood                                 *floodGuard // nil when counting is off
 }
 
 // New returns a Manager for cfg, or an error naming what is wrong with it.
@@ -157,7 +177,10 @@ func New(cfg Config) (*Manager, error) {
 	setDefault(&cfg.Lifetime, DefaultLifetime)
 	setDefault(&cfg.PersistentIdleTimeout, DefaultPersistentIdleTimeout)
 	setDefault(&cfg.PersistentLifetime, DefaultPersistentLifetime)
-	for _, d := range []time.Duration{cfg.IdleTimeout, cfg.Lifetime, cfg.PersistentIdleTimeout, cfg.PersistentLifetime, cfg.TouchInterval} {
+	setDefault(&cfg.RotateEvery, DefaultRotateEvery)
+	setDefault(&cfg.RotateGrace, DefaultRotateGrace)
+	setDefault(&cfg.TheftWindow, DefaultTheftWindow)
+	for _, d := range []time.Duration{cfg.IdleTimeout, cfg.Lifetime, cfg.PersistentIdleTimeout, cfg.PersistentLifetime, cfg.TouchInterval, cfg.RotateGrace, cfg.TheftWindow} {
 		if d < 0 {
 			return nil, fmt.Errorf("hallpass: negative duration %v in Config", d)
 		}
@@ -193,6 +216,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, store: cfg.Store, cookie: cookie, now: cfg.Now, events: cfg.Events}
+	m.rotateEvery, m.rotateGrace, m.theftWindow = max(cfg.RotateEvery, 0), cfg.RotateGrace, cfg.TheftWindow
 	m.touchEvery = cfg.TouchInterval
 	if m.touchEvery == 0 {
 		m.touchEvery = min(maxTouchInterval, min(cfg.IdleTimeout, cfg.PersistentIdleTimeout)/8)

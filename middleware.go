@@ -118,6 +118,15 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 	if rec.Key != key {
 		return fmt.Errorf("%w: load returned a record under another key", ErrStore)
 	}
+	if ts, ok := asTombstone(rec); ok {
+		next, token, err := m.followTombstone(ctx, s, value, ts)
+		if err != nil || next == nil {
+			return err
+		}
+		// Within the grace window: serve the successor, and hand the
+		// client its token.
+		rec, value, s.newCookie = next, token, true
+	}
 	s.rec, s.token, s.data = rec, value, rec.Data
 	return nil
 }
@@ -175,6 +184,19 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 	touched := s.touchDueLocked(now)
 	if touched {
 		d.Touch = &Touch{LastSeen: now, IdleDeadline: m.nextIdleDeadline(s.rec, now), LastIP: s.ip, LastUA: s.ua}
+	}
+	if !s.newCookie && m.rotateDue(s.rec, now) {
+		rec, token, err := m.rotatePeriodic(s.ctx, s.rec, s.token, d, now)
+		if errors.Is(err, ErrNotFound) {
+			s.goneLocked()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		s.rec, s.token, s.newCookie = rec, token, true
+		s.resetPendingLocked()
+		d = Delta{}
 	}
 	if !d.IsZero() {
 		err := m.store.Update(s.ctx, s.rec.Key, d)

@@ -144,13 +144,19 @@ func (s *Session) Set(key string, v any) error {
 	}
 	return s.change(func() {
 		s.ownDataLocked()
-		if s.set == nil {
-			s.set = make(map[string]json.RawMessage)
-		}
-		s.data[key] = raw
-		s.set[key] = raw
-		delete(s.removed, key)
+		s.setLocked(key, raw)
 	})
+}
+
+// setLocked records raw at key in the data view and the pending delta.
+// The data must be owned.
+func (s *Session) setLocked(key string, raw json.RawMessage) {
+	if s.set == nil {
+		s.set = make(map[string]json.RawMessage)
+	}
+	s.data[key] = raw
+	s.set[key] = raw
+	delete(s.removed, key)
 }
 
 // hasNUL reports whether JSON text holds an escaped NUL (\u0000): a
@@ -358,6 +364,8 @@ func (s *Session) Login(userID string, opts LoginOptions) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.ownDataLocked()
+	s.setLocked(issuedKey, issuedValue(now))
 	d := s.pendingLocked()
 	d.Meta, d.Touch = &meta, &touch
 	var rec *Record
@@ -399,6 +407,8 @@ func (s *Session) Renew() error {
 	if s.rec == nil {
 		return nil
 	}
+	s.ownDataLocked()
+	s.setLocked(issuedKey, issuedValue(s.m.now()))
 	rec, token, err := s.m.rotate(s.ctx, s.rec, s.pendingLocked())
 	if errors.Is(err, ErrNotFound) {
 		s.goneLocked()

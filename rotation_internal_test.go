@@ -1,0 +1,27 @@
+package hallpass
+
+import "testing"
+
+func TestSealedSuccessorOpensOnlyWithItsToken(t *testing.T) {
+	old, next := NewToken(), NewToken()
+	sealed, err := sealSuccessor(old, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := openSuccessor(old, sealed); err != nil || got != next {
+		t.Fatalf("openSuccessor = %q, %v", got, err)
+	}
+	if _, err := openSuccessor(NewToken(), sealed); err == nil {
+		t.Fatal("tombstone opened with another token")
+	}
+	tampered := append([]byte(nil), sealed...)
+	tampered[len(tampered)-1] ^= 1
+	if _, err := openSuccessor(old, tampered); err == nil {
+		t.Fatal("tampered tombstone opened")
+	}
+	for _, short := range [][]byte{nil, sealed[:5]} {
+		if _, err := openSuccessor(old, short); err == nil {
+			t.Fatal("short tombstone opened")
+		}
+	}
+}
