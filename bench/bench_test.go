@@ -7,7 +7,6 @@ package bench
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"github.com/alexedwards/scs/v2"
 	scsmem "github.com/alexedwards/scs/v2/memstore"
 	"github.com/gorilla/sessions"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/store/memstore"
@@ -55,35 +53,17 @@ type lib struct {
 	new  func(tb testing.TB, h hooks) *stack
 }
 
-// hooks lets the tests wrap a store, or the connections to a server, to
-// count what a request does. The benchmarks pass the zero hooks.
+// hooks lets the tests wrap a store to count what a request does to it.
 type hooks struct {
 	hallpass func(hallpass.Store) hallpass.Store
 	scs      func(scs.Store) scs.Store
-	// dial, if set, wraps every network connection a server-backed stack
-	// opens to Redis or PostgreSQL (servers_test.go), so that a test can
-	// count round trips on the wire. Hallpass on Redis then builds its
-	// rueidis client itself, with the options redisstore.Open would use,
-	// since Open takes no dialer.
-	dial func(net.Conn) net.Conn
-	// tracer, if set, is the pgx tracer of the PostgreSQL stacks' pool.
-	tracer pgx.QueryTracer
 }
 
-// libs are the stacks in the order they run. The ones after Gorilla need
-// a server (servers_test.go) and skip, naming the environment variable,
-// when it is not set (and fail under CI=true).
 var libs = []lib{
 	{"Baseline", newBaseline},
 	{"Hallpass", newHallpass},
 	{"SCS", newSCS},
 	{"Gorilla", newGorilla},
-	{"HallpassRedis", newHallpassRedis},
-	{"HallpassRedisNoCache", newHallpassRedisNoCache},
-	{"SCSRedis", newSCSRedis},
-	{"HallpassPostgres", newHallpassPostgres},
-	{"HallpassPostgresCache", newHallpassPostgresCache},
-	{"SCSPostgres", newSCSPostgres},
 }
 
 // writeInt writes n as the response body. Every stack uses it, so its
@@ -114,12 +94,7 @@ func newBaseline(tb testing.TB, _ hooks) *stack {
 func newHallpass(tb testing.TB, h hooks) *stack {
 	ms := memstore.New(nil)
 	tb.Cleanup(func() { ms.Close() })
-	return newHallpassOn(tb, ms, h)
-}
-
-// newHallpassOn is the Hallpass stack on store: the default Config except
-// Store, and the same two handlers whatever the store.
-func newHallpassOn(tb testing.TB, store hallpass.Store, h hooks) *stack {
+	var store hallpass.Store = ms
 	if h.hallpass != nil {
 		store = h.hallpass(store)
 	}
@@ -156,16 +131,11 @@ func newHallpassOn(tb testing.TB, store hallpass.Store, h hooks) *stack {
 // newSCS uses scs.New's defaults (24h lifetime, no idle timeout, gob
 // codec) with scs's own memstore and a Secure cookie.
 func newSCS(tb testing.TB, h hooks) *stack {
+	sm := scs.New()
 	// memstore.New starts a cleanup goroutine that ticks once a minute.
 	// It is not stopped: MemStore.StopCleanup races with the goroutine's
 	// start, and the ticker does not touch the measured requests.
-	return newSCSOn(tb, scsmem.New(), h)
-}
-
-// newSCSOn is the SCS stack on store: scs.New's defaults, a Secure
-// cookie, and the same two handlers whatever the store.
-func newSCSOn(tb testing.TB, store scs.Store, h hooks) *stack {
-	sm := scs.New()
+	var store scs.Store = scsmem.New()
 	if h.scs != nil {
 		store = h.scs(store)
 	}
