@@ -261,9 +261,6 @@ func (s *Session) Handle() string { return s.field(func(r *Record) string { retu
 // UserID returns the signed-in user's id, or "" for a guest.
 func (s *Session) UserID() string { return s.field(func(r *Record) string { return r.UserID }) }
 
-// AuthLevel returns how the user signed in, as given to Login.
-func (s *Session) AuthLevel() string { return s.field(func(r *Record) string { return r.AuthLevel }) }
-
 // IsAuthenticated reports whether a user is signed in.
 func (s *Session) IsAuthenticated() bool { return s.UserID() != "" }
 
@@ -300,10 +297,13 @@ type LoginOptions struct {
 	// Persistent keeps the session across browser restarts ("keep me
 	// signed in"), with the persistent timeouts.
 	Persistent bool
-	// AuthLevel records how the user proved who they are. Default "password".
-	AuthLevel string
-	// Remembered marks a sign-in by a remember-me token rather than a
-	// credential the user just typed.
+	// Method is how the user proved who they are: MethodPassword (the
+	// default), MethodTOTP, MethodWebAuthn, MethodRememberMe, or a name
+	// of your own. See Session.Auth and Manager.Require.
+	Method string
+	// Remembered marks a sign-in by a remember-me token; Method
+	// MethodRememberMe implies it. Such a session has had no credential
+	// check, so it is never fresh enough for Require's FreshWithin.
 	Remembered bool
 }
 
@@ -318,19 +318,24 @@ func (s *Session) Login(userID string, opts LoginOptions) error {
 	if userID == "" {
 		return errors.New("hallpass: Login needs a non-empty user id")
 	}
-	if opts.AuthLevel == "" {
-		opts.AuthLevel = "password"
+	if opts.Method == "" {
+		opts.Method = MethodPassword
 	}
+	opts.Remembered = opts.Remembered || opts.Method == MethodRememberMe
 	now := s.m.now()
 	idle, lifetime := s.m.timeouts(opts.Persistent)
+	methods := []MethodUse{{Method: opts.Method, At: now}}
 	meta := Meta{
 		UserID:           userID,
 		AuthTime:         now,
-		AuthLevel:        opts.AuthLevel,
+		AuthLevel:        levelOf(methods).String(),
 		Remembered:       opts.Remembered,
 		ReauthAt:         now,
 		Persistent:       opts.Persistent,
 		AbsoluteDeadline: now.Add(lifetime),
+	}
+	if opts.Remembered {
+		meta.ReauthAt = time.Time{}
 	}
 	touch := Touch{LastSeen: now, IdleDeadline: minTime(now.Add(idle), meta.AbsoluteDeadline), LastIP: s.ip, LastUA: s.ua}
 
@@ -365,7 +370,10 @@ func (s *Session) Login(userID string, opts LoginOptions) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ownDataLocked()
-	s.setLocked(issuedKey, issuedValue(now))
+	if err := s.setAuthLocked(methods, now); err != nil {
+		s.rec = prev
+		return err
+	}
 	d := s.pendingLocked()
 	d.Meta, d.Touch = &meta, &touch
 	var rec *Record

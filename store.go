@@ -68,7 +68,7 @@ type Record struct {
 type Meta struct {
 	UserID           string    // empty for a guest
 	AuthTime         time.Time // when the user last proved who they are
-	AuthLevel        string    // e.g. "password", "mfa"; empty for a guest
+	AuthLevel        string    // Level.String() of the session; empty for a guest
 	Remembered       bool      // authenticated by a remember-me token
 	ReauthAt         time.Time // last re-authentication
 	Persistent       bool      // the cookie outlives the browser session

@@ -1,0 +1,159 @@
+package hallpass_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/hallpass/hallpass"
+)
+
+func TestAuthLevelsAndMethods(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	auth := func(c string) (a hallpass.AuthInfo) {
+		h.serve(c, func(w http.ResponseWriter, r *http.Request) { a = hallpass.FromRequest(r).Auth() })
+		return a
+	}
+	if a := auth(""); a.Level != hallpass.LevelNone {
+		t.Fatalf("guest level %v", a.Level)
+	}
+	_, c := h.serve("", login("alice", hallpass.LoginOptions{}))
+	a := auth(c)
+	if a.Level != hallpass.LevelSingleFactor || len(a.Methods) != 1 || a.Methods[0].Method != hallpass.MethodPassword || a.ReauthAt.IsZero() {
+		t.Fatalf("after password login: %+v", a)
+	}
+	if rec := h.only(); rec.AuthLevel != "single_factor" {
+		t.Fatalf("stored level %q", rec.AuthLevel)
+	}
+	h.clock.Add(time.Minute)
+	res, c2 := h.serve(c, func(w http.ResponseWriter, r *http.Request) {
+		if err := hallpass.FromRequest(r).Reauthenticate(hallpass.MethodTOTP); err != nil {
+			t.Error(err)
+		}
+	})
+	if res.StatusCode != 200 || c2 == c {
+		t.Fatal("step-up did not rotate the token")
+	}
+	if res, _ := h.serve(c, reader); body(t, res) != "|0" {
+		t.Fatal("pre-step-up token still works")
+	}
+	a = auth(c2)
+	if a.Level != hallpass.LevelMultiFactor || len(a.Methods) != 2 || !a.ReauthAt.Equal(h.clock.Now()) {
+		t.Fatalf("after TOTP step-up: %+v", a)
+	}
+	if !h.events.has(hallpass.EventAuthenticated, "reauthenticated_totp") {
+		t.Fatal("no event for the step-up")
+	}
+	// A guest cannot re-authenticate.
+	h.serve("", func(w http.ResponseWriter, r *http.Request) {
+		if err := hallpass.FromRequest(r).Reauthenticate(hallpass.MethodPassword); err == nil {
+			t.Error("guest re-authenticated")
+		}
+	})
+}
+
+func TestRememberedSessionIsNeverFresh(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	_, c := h.serve("", login("alice", hallpass.LoginOptions{Method: hallpass.MethodRememberMe}))
+	var a hallpass.AuthInfo
+	h.serve(c, func(w http.ResponseWriter, r *http.Request) { a = hallpass.FromRequest(r).Auth() })
+	if a.Level != hallpass.LevelRemembered || !a.Remembered || !a.ReauthAt.IsZero() {
+		t.Fatalf("remembered sign-in: %+v", a)
+	}
+	sensitive := h.m.Require(hallpass.Requirement{FreshWithin: time.Hour})(http.HandlerFunc(reader))
+	res, _ := h.serve(c, sensitive.ServeHTTP, func(r *http.Request) { r.Header.Set("Accept", "application/json") })
+	if res.StatusCode != http.StatusForbidden {
+		t.Fatalf("remembered session passed a freshness check: %d", res.StatusCode)
+	}
+	_, c = h.serve(c, func(w http.ResponseWriter, r *http.Request) {
+		hallpass.FromRequest(r).Reauthenticate(hallpass.MethodPassword)
+	})
+	if res, _ := h.serve(c, sensitive.ServeHTTP); res.StatusCode != 200 {
+		t.Fatalf("after re-authentication: %d", res.StatusCode)
+	}
+}
+
+func TestRequire(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	mfa := h.m.Require(hallpass.Requirement{Level: hallpass.LevelMultiFactor})(http.HandlerFunc(reader))
+	sudo := h.m.Require(hallpass.Requirement{FreshWithin: 5 * time.Minute, ReauthURL: "/reauth"})(http.HandlerFunc(reader))
+	jsonReq := func(r *http.Request) { r.Header.Set("Accept", "application/json") }
+	refusal := func(res *http.Response) (ref hallpass.Refusal) {
+		json.NewDecoder(res.Body).Decode(&ref)
+		return ref
+	}
+
+	// Nobody signed in: 401.
+	res, _ := h.serve("", mfa.ServeHTTP, jsonReq)
+	if ref := refusal(res); res.StatusCode != 401 || ref.Error != "authentication_required" {
+		t.Fatalf("guest: %d %+v", res.StatusCode, ref)
+	}
+	_, c := h.serve("", login("alice", hallpass.LoginOptions{}))
+	// Too low a level: 403 naming what is needed.
+	res, _ = h.serve(c, mfa.ServeHTTP, jsonReq)
+	if ref := refusal(res); res.StatusCode != 403 || ref.Error != "step_up_required" || ref.RequiredLevel != "multi_factor" || ref.CurrentLevel != "single_factor" {
+		t.Fatalf("single factor at an MFA route: %d %+v", res.StatusCode, ref)
+	}
+	// Fresh enough right after sign-in; stale later: browsers are sent to
+	// re-authenticate and come back to the page, API clients get JSON.
+	if res, _ := h.serve(c, sudo.ServeHTTP); res.StatusCode != 200 {
+		t.Fatalf("fresh sign-in refused: %d", res.StatusCode)
+	}
+	h.clock.Add(6 * time.Minute)
+	req := httptest.NewRequest("GET", "http://localhost/account/email?tab=1", nil)
+	req.Header.Set("Cookie", h.m.CookieName()+"="+c)
+	rec := httptest.NewRecorder()
+	h.m.Handler(sudo).ServeHTTP(rec, req)
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/reauth?next=%2Faccount%2Femail%3Ftab%3D1" {
+		t.Fatalf("stale browser request: %d to %q", rec.Code, rec.Header().Get("Location"))
+	}
+	res, _ = h.serve(c, sudo.ServeHTTP, jsonReq)
+	if ref := refusal(res); res.StatusCode != 403 || ref.Error != "reauth_required" || ref.MaxAgeSeconds != 300 || ref.ReauthURL == "" {
+		t.Fatalf("stale API request: %d %+v", res.StatusCode, ref)
+	}
+	// A POST returns to the same-origin page the form was on, never elsewhere.
+	for referer, want := range map[string]string{
+		"http://localhost/account": "/reauth?next=%2Faccount",
+		"https://evil.example/x":   "/reauth?next=%2F",
+	} {
+		req := httptest.NewRequest("POST", "http://localhost/account/email", nil)
+		req.Header.Set("Cookie", h.m.CookieName()+"="+c)
+		req.Header.Set("Referer", referer)
+		rec := httptest.NewRecorder()
+		h.m.Handler(sudo).ServeHTTP(rec, req)
+		if got := rec.Header().Get("Location"); got != want {
+			t.Errorf("POST with Referer %s: back to %q, want %q", referer, got, want)
+		}
+	}
+}
+
+func TestSafeNext(t *testing.T) {
+	for in, want := range map[string]string{
+		"/account":              "/account",
+		"/a?b=c#d":              "/a?b=c#d",
+		"":                      "/",
+		"//evil.example/":       "/",
+		"/\\evil.example":       "/",
+		"https://evil.example/": "/",
+		"javascript:alert(1)":   "/",
+		"account":               "/",
+		"/a\r\nSet-Cookie: x":   "/",
+	} {
+		if got := hallpass.SafeNext(in); got != want {
+			t.Errorf("SafeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseLevel(t *testing.T) {
+	for in, want := range map[string]hallpass.Level{"multi_factor": hallpass.LevelMultiFactor, "1": hallpass.LevelRemembered, "none": hallpass.LevelNone} {
+		if got, err := hallpass.ParseLevel(in); err != nil || got != want {
+			t.Errorf("ParseLevel(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := hallpass.ParseLevel("admin"); err == nil {
+		t.Error("ParseLevel accepted an unknown name")
+	}
+}
