@@ -56,6 +56,17 @@ const authKey = "hallpass.auth"
 
 type authData struct {
 	Methods []MethodUse `json:"methods"`
+	// ReauthRequired caps the level at LevelRemembered until the next
+	// Reauthenticate (see ClientChangeReauth).
+	ReauthRequired bool `json:"reauth_required,omitempty"`
+}
+
+func (a authData) level() Level {
+	l := levelOf(a.Methods)
+	if a.ReauthRequired {
+		l = min(l, LevelRemembered)
+	}
+	return l
 }
 
 // levelOf derives the level from the methods used.
@@ -112,7 +123,7 @@ func (s *Session) authLocked() AuthInfo {
 		_ = json.Unmarshal(raw, &a) // a damaged entry counts as no methods
 	}
 	return AuthInfo{
-		UserID: s.rec.UserID, Level: levelOf(a.Methods), Methods: a.Methods,
+		UserID: s.rec.UserID, Level: a.level(), Methods: a.Methods,
 		AuthTime: s.rec.AuthTime, ReauthAt: s.rec.ReauthAt, Remembered: s.rec.Remembered,
 	}
 }

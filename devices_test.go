@@ -16,13 +16,18 @@ import (
 // signIn logs user in from a client with the given User-Agent and address.
 func (h *harness) signIn(user, ua, ip string) string {
 	h.t.Helper()
-	_, c := h.serve("", login(user, hallpass.LoginOptions{}), func(r *http.Request) {
+	client := func(r *http.Request) {
 		r.Header.Set("User-Agent", ua)
 		r.RemoteAddr = ip + ":1234"
-	})
+	}
+	_, c := h.serve("", login(user, hallpass.LoginOptions{}), client)
 	if c == "" {
 		h.t.Fatal("sign-in gave no cookie")
 	}
+	if h.clients == nil {
+		h.clients = make(map[string]func(*http.Request))
+	}
+	h.clients[c] = client
 	return c
 }
 
@@ -201,11 +206,11 @@ func TestStatusDoesNotExtend(t *testing.T) {
 
 func TestReportCarriesSessionIdentity(t *testing.T) {
 	h := newHarness(t, hallpass.Config{})
-	_, c := h.serve("", login("alice", hallpass.LoginOptions{}))
+	c := h.signIn("alice", "probe", "192.0.2.9")
 	h.events.reset()
 	h.serve(c, func(w http.ResponseWriter, r *http.Request) {
 		hallpass.FromRequest(r).Report(hallpass.EventSuspicious, "csrf_missing")
-	}, func(r *http.Request) { r.Header.Set("User-Agent", "probe"); r.RemoteAddr = "192.0.2.9:1" })
+	})
 	h.events.mu.Lock()
 	defer h.events.mu.Unlock()
 	if len(h.events.events) != 1 {

@@ -33,3 +33,20 @@ func TestFloodGuardWindowAndBound(t *testing.T) {
 		t.Fatalf("table grew to %d entries, bound 100", n)
 	}
 }
+
+func TestBrowserFamily(t *testing.T) {
+	for ua, want := range map[string]string{
+		"Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0":                                                    "firefox",
+		"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0 Safari/537.36":                         "chrome",
+		"Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0 Safari/537.36 Edg/128.0":                 "edge",
+		"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Safari/605.1.15":        "safari",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/128.0 Mobile/15E148": "chrome",
+		"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0 Safari/537.36 OPR/112.0":               "opera",
+		"curl/8.5.0": "curl",
+		"":           "",
+	} {
+		if got := browserFamily(ua); got != want {
+			t.Errorf("browserFamily(%q) = %q, want %q", ua, got, want)
+		}
+	}
+}

@@ -24,6 +24,7 @@
 package hallpass
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,6 +88,14 @@ type Config struct {
 	// TheftWindow is how long after a rotation reuse of the old token is
 	// still recognised (its tombstone is kept). Default 24 hours.
 	TheftWindow time.Duration
+
+	// OnIPChange and OnUserAgentChange say what happens when a signed-in
+	// session is used from another address, or from another browser
+	// (family: Firefox to Chrome, not Firefox 130 to 131), than last time.
+	// Defaults: log IP changes (mobile clients change address all the
+	// time); require re-authentication on a browser change.
+	OnIPChange        ClientChange
+	OnUserAgentChange ClientChange
 
 	// Cookie sets the session cookie's name and attributes.
 	Cookie Cookie
@@ -165,6 +174,7 @@ type Manager struct {
 	warnOnce   sync.Once
 
 	rotateEvery, rotateGrace, theftWindow time.Duration
+	onIP, onUA                            ClientChange
 	flood                                 *floodGuard // nil when counting is off
 }
 
@@ -216,6 +226,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, store: cfg.Store, cookie: cookie, now: cfg.Now, events: cfg.Events}
+	m.onIP, m.onUA = cmp.Or(cfg.OnIPChange, ClientChangeLog), cmp.Or(cfg.OnUserAgentChange, ClientChangeReauth)
 	m.rotateEvery, m.rotateGrace, m.theftWindow = max(cfg.RotateEvery, 0), cfg.RotateGrace, cfg.TheftWindow
 	m.touchEvery = cfg.TouchInterval
 	if m.touchEvery == 0 {

@@ -52,6 +52,9 @@ type harness struct {
 	store  *memstore.Store
 	clock  *storetest.Clock
 	events *recorder
+	// clients remembers the client (address, User-Agent) that signed in
+	// with each cookie, so later requests with it come from the same one.
+	clients map[string]func(*http.Request)
 }
 
 func newHarness(t *testing.T, cfg hallpass.Config) *harness {
@@ -82,6 +85,9 @@ func (h *harness) serve(cookie string, f http.HandlerFunc, opts ...func(*http.Re
 	req := httptest.NewRequest("GET", "http://localhost/", nil)
 	if cookie != "" {
 		req.Header.Set("Cookie", h.m.CookieName()+"="+cookie)
+		if client := h.clients[cookie]; client != nil {
+			client(req)
+		}
 	}
 	for _, o := range opts {
 		o(req)

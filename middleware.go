@@ -128,6 +128,10 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 		rec, value, s.newCookie = next, token, true
 	}
 	s.rec, s.token, s.data = rec, value, rec.Data
+	if live, err := m.checkClient(ctx, s); err != nil || !live {
+		s.rec, s.token, s.data = nil, "", nil
+		return err
+	}
 	return nil
 }
 
@@ -240,7 +244,7 @@ func (m *Manager) noStore(w http.ResponseWriter, must bool) {
 
 // touchDueLocked reports whether this request slides the idle deadline.
 func (s *Session) touchDueLocked(now time.Time) bool {
-	return s.forceTouch || !s.background && now.Sub(s.rec.LastSeen) >= s.m.touchEvery
+	return s.forceTouch || s.clientChanged || !s.background && now.Sub(s.rec.LastSeen) >= s.m.touchEvery
 }
 
 // sessionWriter saves the session before the first byte of the response

@@ -42,12 +42,15 @@ type Session struct {
 	cleared   bool
 	committed bool
 
-	newCookie   bool // the client must get a (new) cookie
-	dropCookie  bool // the client must forget its cookie
-	forceTouch  bool // Extend was called
-	background  bool // do not slide the idle deadline
-	ip, ua, xff string
-	requestTime time.Time
+	newCookie  bool // the client must get a (new) cookie
+	dropCookie bool // the client must forget its cookie
+	forceTouch bool // Extend was called
+	// clientChanged forces a touch to record a new client address or
+	// browser.
+	clientChanged bool
+	background    bool // do not slide the idle deadline
+	ip, ua, xff   string
+	requestTime   time.Time
 }
 
 type ctxKey struct{}

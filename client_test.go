@@ -1,0 +1,96 @@
+package hallpass_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/hallpass/hallpass"
+)
+
+const (
+	firefox130 = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0"
+	firefox131 = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0"
+	chrome     = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0 Safari/537.36"
+	edge       = "Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0 Safari/537.36 Edg/128.0"
+)
+
+func from(ip, ua string) func(*http.Request) {
+	return func(r *http.Request) { r.RemoteAddr = ip + ":1"; r.Header.Set("User-Agent", ua) }
+}
+
+func TestClientChangeDefaults(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	_, c := h.serve("", login("alice", hallpass.LoginOptions{}), from("192.0.2.1", firefox130))
+	sensitive := h.m.Require(hallpass.Requirement{Level: hallpass.LevelSingleFactor})(http.HandlerFunc(reader))
+
+	// A browser update is no change.
+	h.events.reset()
+	if res, _ := h.serve(c, sensitive.ServeHTTP, from("192.0.2.1", firefox131)); res.StatusCode != 200 {
+		t.Fatalf("browser update treated as a change: %d", res.StatusCode)
+	}
+	if h.events.has(hallpass.EventSuspicious, "") {
+		t.Fatal("event for a browser update")
+	}
+	// A new address is logged, once, and nothing else happens.
+	for range 3 {
+		h.clock.Add(time.Second)
+		if res, _ := h.serve(c, sensitive.ServeHTTP, from("198.51.100.7", firefox131)); res.StatusCode != 200 {
+			t.Fatal("IP change blocked the request; default is log only")
+		}
+	}
+	h.events.mu.Lock()
+	n := 0
+	for _, e := range h.events.events {
+		if e.Reason == hallpass.ReasonIPChanged {
+			n++
+		}
+	}
+	h.events.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d ip_changed events for one change, want 1", n)
+	}
+	// Another browser with the same cookie: still signed in, but sensitive
+	// routes ask for re-authentication until it happens.
+	res, _ := h.serve(c, sensitive.ServeHTTP, from("198.51.100.7", chrome))
+	if res.StatusCode != http.StatusForbidden || !h.events.has(hallpass.EventSuspicious, hallpass.ReasonUserAgentChanged) {
+		t.Fatalf("browser change: status %d", res.StatusCode)
+	}
+	if res, _ := h.serve(c, reader, from("198.51.100.7", chrome)); body(t, res) != "alice|0" {
+		t.Fatal("require-reauth policy signed the user out")
+	}
+	_, c = h.serve(c, func(w http.ResponseWriter, r *http.Request) {
+		if err := hallpass.FromRequest(r).Reauthenticate(hallpass.MethodPassword); err != nil {
+			t.Error(err)
+		}
+	}, from("198.51.100.7", chrome))
+	if res, _ := h.serve(c, sensitive.ServeHTTP, from("198.51.100.7", chrome)); res.StatusCode != 200 {
+		t.Fatalf("after re-authentication: %d", res.StatusCode)
+	}
+}
+
+func TestClientChangeRevoke(t *testing.T) {
+	h := newHarness(t, hallpass.Config{OnUserAgentChange: hallpass.ClientChangeRevoke, OnIPChange: hallpass.ClientChangeIgnore})
+	_, c := h.serve("", login("alice", hallpass.LoginOptions{}), from("192.0.2.1", chrome))
+	if res, _ := h.serve(c, reader, from("203.0.113.5", chrome)); body(t, res) != "alice|0" || h.events.has(hallpass.EventSuspicious, hallpass.ReasonIPChanged) {
+		t.Fatal("ignored IP change acted on")
+	}
+	if res, _ := h.serve(c, reader, from("203.0.113.5", edge)); body(t, res) != "|0" {
+		t.Fatal("revoke policy kept the session")
+	}
+	if !h.events.has(hallpass.EventRevoked, hallpass.ReasonUserAgentChanged) {
+		t.Fatal("no revoked event")
+	}
+	if res, _ := h.serve(c, reader, from("192.0.2.1", chrome)); body(t, res) != "|0" {
+		t.Fatal("session came back for the original browser")
+	}
+}
+
+func TestClientChangeGuestsIgnored(t *testing.T) {
+	h := newHarness(t, hallpass.Config{OnUserAgentChange: hallpass.ClientChangeRevoke})
+	_, c := h.serve("", counter, from("192.0.2.1", chrome))
+	h.clock.Add(time.Second)
+	if res, _ := h.serve(c, reader, from("192.0.2.2", firefox130)); body(t, res) != "|1" {
+		t.Fatal("a guest's cart was dropped for a client change")
+	}
+}
