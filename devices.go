@@ -143,3 +143,35 @@ func (s *Session) RevokeOthers() (int, error) {
 	}
 	return s.m.revokeUser(s.ctx, rec.UserID, ReasonRevokeOthers, rec.Key)
 }
+
+// CredentialsChanged is for after the signed-in user changed their
+// password, second factor or roles: every other session of the user ends,
+// and so does this one unless keepThis, in which case it gets a new token.
+// It returns how many sessions it ended.
+func (s *Session) CredentialsChanged(keepThis bool) (int, error) {
+	if s == nil {
+		return 0, ErrNoSession
+	}
+	s.mu.Lock()
+	rec := s.rec
+	s.mu.Unlock()
+	if rec == nil || rec.UserID == "" {
+		return 0, errors.New("hallpass: CredentialsChanged on a session nobody is signed in to")
+	}
+	if !keepThis {
+		n, err := s.m.revokeUser(s.ctx, rec.UserID, ReasonCredentialsChanged)
+		if err == nil {
+			s.mu.Lock()
+			s.rec, s.token, s.data, s.dataOwned = nil, "", nil, false
+			s.resetPendingLocked()
+			s.newCookie, s.dropCookie = false, true
+			s.mu.Unlock()
+		}
+		return n, err
+	}
+	n, err := s.m.revokeUser(s.ctx, rec.UserID, ReasonCredentialsChanged, rec.Key)
+	if err != nil {
+		return n, err
+	}
+	return n, s.Renew()
+}

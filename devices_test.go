@@ -221,3 +221,38 @@ func TestReportCarriesSessionIdentity(t *testing.T) {
 		t.Fatalf("event %+v", e)
 	}
 }
+
+func TestCredentialsChanged(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	here := h.signIn("alice", "Firefox", "192.0.2.10")
+	other := h.signIn("alice", "Safari", "192.0.2.20")
+	bob := h.signIn("bob", "Edge", "192.0.2.30")
+	res, renewed := h.serve(here, func(w http.ResponseWriter, r *http.Request) {
+		n, err := hallpass.FromRequest(r).CredentialsChanged(true)
+		if err != nil || n != 1 {
+			t.Errorf("CredentialsChanged(keep) = %d, %v; want 1", n, err)
+		}
+	})
+	if res.StatusCode != 200 || renewed == here || renewed == "" {
+		t.Fatal("the kept session did not get a new token")
+	}
+	h.clients[renewed] = h.clients[here]
+	for cookie, want := range map[string]string{here: "|0", other: "|0", renewed: "alice|0", bob: "bob|0"} {
+		if res, _ := h.serve(cookie, reader); body(t, res) != want {
+			t.Errorf("after the change, a cookie gives %q, want %q", body(t, res), want)
+		}
+	}
+	if !h.events.has(hallpass.EventRevoked, hallpass.ReasonCredentialsChanged) {
+		t.Fatal("no revoked{credentials_changed} event")
+	}
+	// Without keepThis this session ends too.
+	res, after := h.serve(renewed, func(w http.ResponseWriter, r *http.Request) {
+		hallpass.FromRequest(r).CredentialsChanged(false)
+	})
+	if after != "" || !strings.Contains(setCookieHeader(res, h.m.CookieName()), "Max-Age=0") {
+		t.Fatal("CredentialsChanged(false) left this session's cookie")
+	}
+	if recs, _ := h.store.ListUser(context.Background(), "alice"); len(recs) != 0 {
+		t.Fatalf("%d sessions of alice left", len(recs))
+	}
+}

@@ -25,16 +25,17 @@ const (
 
 // Reasons carried by suspicious and revoked events.
 const (
-	ReasonMalformedCookie = "malformed_cookie" // wrong length or not canonical base64url
-	ReasonDuplicateCookie = "duplicate_cookie" // more than one session cookie in a request
-	ReasonUnknownToken    = "unknown_token"    // well-formed token with no live session (also: already expired and swept)
-	ReasonTokenFlood      = "token_flood"      // many bad cookies from one address
-	ReasonTokenReuse      = "token_reuse"      // a rotated-out token used after the grace window
-	ReasonWriteAfterStart = "write_after_response_started"
-	ReasonGone            = "gone_during_request" // revoked or expired while a request was running
-	ReasonRevoke          = "revoke"
-	ReasonRevokeAll       = "revoke_all"
-	ReasonRevokeOthers    = "revoke_others"
+	ReasonMalformedCookie    = "malformed_cookie" // wrong length or not canonical base64url
+	ReasonDuplicateCookie    = "duplicate_cookie" // more than one session cookie in a request
+	ReasonUnknownToken       = "unknown_token"    // well-formed token with no live session (also: already expired and swept)
+	ReasonTokenFlood         = "token_flood"      // many bad cookies from one address
+	ReasonTokenReuse         = "token_reuse"      // a rotated-out token used after the grace window
+	ReasonWriteAfterStart    = "write_after_response_started"
+	ReasonGone               = "gone_during_request" // revoked or expired while a request was running
+	ReasonRevoke             = "revoke"
+	ReasonRevokeAll          = "revoke_all"
+	ReasonRevokeOthers       = "revoke_others"
+	ReasonCredentialsChanged = "credentials_changed"
 )
 
 // Event describes one session lifecycle step. It carries the public
