@@ -16,6 +16,7 @@ import (
 	"github.com/alexedwards/scs/v2"
 	scsmem "github.com/alexedwards/scs/v2/memstore"
 	"github.com/gorilla/sessions"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/store/memstore"
@@ -43,6 +44,12 @@ type stack struct {
 	// cookie is the Cookie request header that names the session created
 	// by the warm-up request ("" for Baseline).
 	cookie string
+	// wire counts the round trips of a server-backed stack's client to its
+	// server (servers_test.go); nil for the in-process stacks.
+	wire *wireCounter
+	// setupReads is the number of read requests the setup sent after the
+	// warm-up, to wait until a store's cache is in use.
+	setupReads int
 }
 
 // lib names a library and builds its stack. tb is used for cleanup and
@@ -53,17 +60,32 @@ type lib struct {
 	new  func(tb testing.TB, h hooks) *stack
 }
 
-// hooks lets the tests wrap a store to count what a request does to it.
+// hooks lets the tests wrap a store, or the connections to a server, to
+// count what a request does. The benchmarks pass the zero hooks.
 type hooks struct {
 	hallpass func(hallpass.Store) hallpass.Store
 	scs      func(scs.Store) scs.Store
+	// tracer, if set, is the pgx tracer of the PostgreSQL stacks' pool.
+	tracer pgx.QueryTracer
+	// pgParams are run-time parameters set on the PostgreSQL stacks'
+	// connections (BenchmarkBreakdown's synchronous_commit=off).
+	pgParams map[string]string
 }
 
+// libs are the stacks in the order they run. The ones after Gorilla need
+// a server (servers_test.go) and skip, naming the environment variable,
+// when it is not set (and fail under CI=true).
 var libs = []lib{
 	{"Baseline", newBaseline},
 	{"Hallpass", newHallpass},
 	{"SCS", newSCS},
 	{"Gorilla", newGorilla},
+	{"HallpassRedis", newHallpassRedis},
+	{"HallpassRedisNoCache", newHallpassRedisNoCache},
+	{"SCSRedis", newSCSRedis},
+	{"HallpassPostgres", newHallpassPostgres},
+	{"HallpassPostgresCache", newHallpassPostgresCache},
+	{"SCSPostgres", newSCSPostgres},
 }
 
 // writeInt writes n as the response body. Every stack uses it, so its
@@ -94,7 +116,12 @@ func newBaseline(tb testing.TB, _ hooks) *stack {
 func newHallpass(tb testing.TB, h hooks) *stack {
 	ms := memstore.New(nil)
 	tb.Cleanup(func() { ms.Close() })
-	var store hallpass.Store = ms
+	return newHallpassOn(tb, ms, h)
+}
+
+// newHallpassOn is the Hallpass stack on store: the default Config except
+// Store, and the same two handlers whatever the store.
+func newHallpassOn(tb testing.TB, store hallpass.Store, h hooks) *stack {
 	if h.hallpass != nil {
 		store = h.hallpass(store)
 	}
@@ -131,11 +158,16 @@ func newHallpass(tb testing.TB, h hooks) *stack {
 // newSCS uses scs.New's defaults (24h lifetime, no idle timeout, gob
 // codec) with scs's own memstore and a Secure cookie.
 func newSCS(tb testing.TB, h hooks) *stack {
-	sm := scs.New()
 	// memstore.New starts a cleanup goroutine that ticks once a minute.
 	// It is not stopped: MemStore.StopCleanup races with the goroutine's
 	// start, and the ticker does not touch the measured requests.
-	var store scs.Store = scsmem.New()
+	return newSCSOn(tb, scsmem.New(), h)
+}
+
+// newSCSOn is the SCS stack on store: scs.New's defaults, a Secure
+// cookie, and the same two handlers whatever the store.
+func newSCSOn(tb testing.TB, store scs.Store, h hooks) *stack {
+	sm := scs.New()
 	if h.scs != nil {
 		store = h.scs(store)
 	}
@@ -254,18 +286,29 @@ func serve(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
 // Set-Cookie, and it cannot be reset (its wroteHeader flag is unexported);
 // a real server also starts each response with an empty header map.
 //
+// For a server-backed stack it also reports round-trips/op: the writes on
+// its client's connections during the loop per iteration (see
+// wireCounter), keep-alive pings included.
+//
 // It returns the last response and the number of iterations, which the
 // caller checks so that the benchmark fails if the loop did not do what
 // it claims (read an existing session; increment it).
-func run(b *testing.B, h http.Handler, tmpl *http.Request) (*httptest.ResponseRecorder, int) {
+func run(b *testing.B, st *stack, h http.Handler, tmpl *http.Request) (*httptest.ResponseRecorder, int) {
 	b.ReportAllocs()
 	ctx := context.Background()
 	var w *httptest.ResponseRecorder
 	iters := 0
+	var trips int64
+	if st.wire != nil {
+		trips = st.wire.writes.Load()
+	}
 	for b.Loop() {
 		w = httptest.NewRecorder()
 		h.ServeHTTP(w, tmpl.WithContext(ctx))
 		iters++
+	}
+	if st.wire != nil {
+		b.ReportMetric(float64(st.wire.writes.Load()-trips)/float64(iters), "round-trips/op")
 	}
 	if w.Code != http.StatusOK {
 		b.Fatalf("status %d: %s", w.Code, w.Body.String())
@@ -280,7 +323,7 @@ func BenchmarkRead(b *testing.B) {
 	for _, l := range libs {
 		b.Run(l.name, func(b *testing.B) {
 			st := l.new(b, hooks{})
-			w, _ := run(b, st.read, newRequest(st.cookie))
+			w, _ := run(b, st, st.read, newRequest(st.cookie))
 			if got := w.Body.String(); got != "1" {
 				b.Fatalf("read %q, want \"1\" from the warm-up session", got)
 			}
@@ -298,7 +341,7 @@ func BenchmarkWrite(b *testing.B) {
 	for _, l := range libs {
 		b.Run(l.name, func(b *testing.B) {
 			st := l.new(b, hooks{})
-			w, iters := run(b, st.write, newRequest(st.cookie))
+			w, iters := run(b, st, st.write, newRequest(st.cookie))
 			want := 1 + iters
 			if l.name == "Gorilla" {
 				want = 2

@@ -82,13 +82,25 @@ func (c *countingStore) counts() [5]int {
 	return [5]int{c.loads, c.creates, c.updates, c.rotates, c.deletes}
 }
 
+// wrap is a hooks.hallpass that puts c around the stack's store.
+func (c *countingStore) wrap(s hallpass.Store) hallpass.Store {
+	c.Store = s
+	return c
+}
+
 func TestSetupHallpass(t *testing.T) {
 	cs := &countingStore{}
-	st := newHallpass(t, hooks{hallpass: func(s hallpass.Store) hallpass.Store {
-		cs.Store = s
-		return cs
-	}})
-	if got, want := cs.counts(), [5]int{0, 1, 0, 0, 0}; got != want {
+	st := newHallpass(t, hooks{hallpass: cs.wrap})
+	checkHallpassStack(t, st, cs)
+}
+
+// checkHallpassStack checks a Hallpass stack built with cs around its
+// store, right after its warm-up: reads see the warm-up value, writes
+// increment it, a read is one Load and a write one Load and one Update,
+// and neither sets a cookie.
+func checkHallpassStack(t *testing.T, st *stack, cs *countingStore) {
+	t.Helper()
+	if got, want := cs.counts(), [5]int{st.setupReads, 1, 0, 0, 0}; got != want {
 		t.Fatalf("warm-up: store calls (load, create, update, rotate, delete) %v, want %v", got, want)
 	}
 	checkCounter(t, st, []string{"2", "3", "4"}, "4")
@@ -133,12 +145,23 @@ func (c *countingSCS) Commit(token string, b []byte, expiry time.Time) error {
 	return c.Store.Commit(token, b, expiry)
 }
 
+// wrap is a hooks.scs that puts c around the stack's store.
+func (c *countingSCS) wrap(s scs.Store) scs.Store {
+	c.Store = s
+	return c
+}
+
 func TestSetupSCS(t *testing.T) {
 	cs := &countingSCS{}
-	st := newSCS(t, hooks{scs: func(s scs.Store) scs.Store {
-		cs.Store = s
-		return cs
-	}})
+	st := newSCS(t, hooks{scs: cs.wrap})
+	checkSCSStack(t, st, cs)
+}
+
+// checkSCSStack checks an SCS stack built with cs around its store, right
+// after its warm-up: reads see the warm-up value, writes increment it, a
+// read is one Find and a write one Find and one Commit.
+func checkSCSStack(t *testing.T, st *stack, cs *countingSCS) {
+	t.Helper()
 	if cs.finds != 0 || cs.commits != 1 {
 		t.Fatalf("warm-up: %d finds, %d commits, want 0 and 1", cs.finds, cs.commits)
 	}

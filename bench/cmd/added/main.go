@@ -1,7 +1,10 @@
 // Command added reads `go test -bench` output and prints, for every
-// BenchmarkX/Lib, the median time, bytes and allocations per request and
-// what the library adds over BenchmarkX/Baseline, then the Hallpass/SCS
-// ratios of the added cost against the targets.
+// BenchmarkX/Lib, the median time, bytes, allocations and (for the
+// server-backed stacks) round trips per request and what the library adds
+// over BenchmarkX/Baseline; then the Hallpass/SCS ratios of the added cost
+// on the in-process stores, the Hallpass/SCS ratios of the per-request
+// time on the same server, what Redis's client-side cache adds over
+// memstore, and the round trips per request, each against its target.
 //
 //	go run ./cmd/added new.txt
 package main
@@ -10,6 +13,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -17,12 +21,52 @@ import (
 	"strings"
 )
 
-// Targets for Hallpass, from the issue.
+// Targets for Hallpass, from the issues.
 const (
 	readRatioTarget  = 0.1 // Hallpass added time / SCS added time, read
 	readAllocsTarget = 12  // allocations per read-only request
 	writeRatioTarget = 0.2 // Hallpass added time / SCS added time, write
+
+	// serverRatioTarget bounds Hallpass's per-request time over SCS's on
+	// the same server (HallpassRedis/SCSRedis, HallpassPostgres/
+	// SCSPostgres), read and write.
+	serverRatioTarget = 0.5
+	// cacheAddedTarget bounds, in ns, what a read-only request with
+	// redisstore's client-side cache costs over the same on memstore.
+	cacheAddedTarget = 2000
+	// tripsTolerance is how far a median of round-trips/op may be from a
+	// whole number of round trips (keep-alive pings add a little).
+	tripsTolerance = 0.01
 )
+
+// serverPairs are Hallpass and SCS on the same server; target marks the
+// pairs the ratio target is about.
+var serverPairs = []struct {
+	hallpass, scs string
+	target        bool
+}{
+	{"HallpassRedis", "SCSRedis", true},
+	{"HallpassRedisNoCache", "SCSRedis", false},
+	{"HallpassPostgres", "SCSPostgres", true},
+	{"HallpassPostgresCache", "SCSPostgres", false},
+}
+
+// tripTargets are the round trips per request the issue asks of Hallpass.
+// A write request is the Load and the Update: one round trip each.
+var tripTargets = []struct {
+	bench string
+	want  float64
+	what  string
+}{
+	{"BenchmarkRead/HallpassRedis", 0, "read-only request, Redis cache on: no round trip"},
+	{"BenchmarkRead/HallpassRedisNoCache", 1, "read-only request, Redis cache off: one round trip"},
+	{"BenchmarkWrite/HallpassRedis", 2, "write request, Redis cache on: Load + one for the write"},
+	{"BenchmarkWrite/HallpassRedisNoCache", 2, "write request, Redis cache off: Load + one for the write"},
+	{"BenchmarkRead/HallpassPostgres", 1, "read-only request, PostgreSQL: one query"},
+	{"BenchmarkWrite/HallpassPostgres", 2, "write request, PostgreSQL: Load + one for the write"},
+	{"BenchmarkRead/HallpassPostgresCache", 0, "read-only request, PostgreSQL cache on: no round trip"},
+	{"BenchmarkWrite/HallpassPostgresCache", 2, "write request, PostgreSQL cache on: Load + one for the write"},
+}
 
 var procSuffix = regexp.MustCompile(`-\d+$`)
 
@@ -90,8 +134,8 @@ func main() {
 	}
 
 	med := func(name, unit string) float64 { return median(res[name][unit]) }
-	fmt.Println("| benchmark | n | time/op | added time | B/op | added B | allocs/op | added allocs |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| benchmark | n | time/op | added time | B/op | added B | allocs/op | added allocs | round trips/op |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, name := range order {
 		group, _, _ := strings.Cut(name, "/")
 		base := group + "/Baseline"
@@ -105,8 +149,12 @@ func main() {
 			addB = fmt.Sprintf("%+.0f", b-med(base, "B/op"))
 			addA = fmt.Sprintf("%+.0f", a-med(base, "allocs/op"))
 		}
-		fmt.Printf("| %s | %d | %s | %s | %.0f | %s | %.0f | %s |\n",
-			name, len(res[name]["ns/op"]), fmtNs(ns), addNs, b, addB, a, addA)
+		trips := ""
+		if t, ok := res[name]["round-trips/op"]; ok {
+			trips = fmtTrips(median(t))
+		}
+		fmt.Printf("| %s | %d | %s | %s | %.0f | %s | %.0f | %s | %s |\n",
+			name, len(res[name]["ns/op"]), fmtNs(ns), addNs, b, addB, a, addA, trips)
 	}
 
 	added := func(group, lib, unit string) float64 {
@@ -146,6 +194,82 @@ func main() {
 		fmt.Printf("\nHallpass read-only request: %.0f allocs/op in all, %+.0f over Baseline (target ≤ %d added: %s)\n",
 			total, add, readAllocsTarget, verdict)
 	}
+
+	// Hallpass and SCS on the same server: per-request time, and the
+	// added cost (over Baseline) for comparison.
+	var rows []string
+	for _, g := range []string{"BenchmarkRead", "BenchmarkWrite"} {
+		for _, p := range serverPairs {
+			h, o := g+"/"+p.hallpass, g+"/"+p.scs
+			if res[h] == nil || res[o] == nil {
+				continue
+			}
+			r := med(h, "ns/op") / med(o, "ns/op")
+			addRatio := ""
+			if res[g+"/Baseline"] != nil {
+				addRatio = fmt.Sprintf("%.2fx", added(g, p.hallpass, "ns/op")/added(g, p.scs, "ns/op"))
+			}
+			target := ""
+			if p.target {
+				target = fmt.Sprintf("time ≤ %.1fx: %s", serverRatioTarget, verdict(r <= serverRatioTarget))
+			}
+			rows = append(rows, fmt.Sprintf("| %s %s/%s | %s | %s | %.2fx | %s | %.2fx | %.2fx | %s |",
+				strings.TrimPrefix(g, "Benchmark"), p.hallpass, p.scs, fmtNs(med(h, "ns/op")), fmtNs(med(o, "ns/op")),
+				r, addRatio, med(h, "allocs/op")/med(o, "allocs/op"), med(h, "B/op")/med(o, "B/op"), target))
+		}
+	}
+	if len(rows) > 0 {
+		fmt.Println()
+		fmt.Println("| same server | Hallpass time/op | SCS time/op | time ratio | added-time ratio | allocs | bytes | target |")
+		fmt.Println("|---|---:|---:|---:|---:|---:|---:|---|")
+		for _, r := range rows {
+			fmt.Println(r)
+		}
+	}
+
+	// What the client-side cache adds over memstore on a read.
+	if res["BenchmarkRead/HallpassRedis"] != nil && res["BenchmarkRead/Hallpass"] != nil {
+		d := med("BenchmarkRead/HallpassRedis", "ns/op") - med("BenchmarkRead/Hallpass", "ns/op")
+		fmt.Printf("\nRead-only request, Redis cache on, over memstore: %s (%s vs %s; target ≤ %s: %s)\n",
+			fmtNs(d), fmtNs(med("BenchmarkRead/HallpassRedis", "ns/op")), fmtNs(med("BenchmarkRead/Hallpass", "ns/op")),
+			fmtNs(cacheAddedTarget), verdict(d <= cacheAddedTarget))
+	}
+
+	// Round trips per request.
+	var trips []string
+	for _, t := range tripTargets {
+		samples, ok := res[t.bench]["round-trips/op"]
+		if !ok {
+			continue
+		}
+		m := median(samples)
+		trips = append(trips, fmt.Sprintf("| %s | %s | %s | %s |", t.bench, t.what, fmtTrips(m),
+			verdict(math.Abs(m-t.want) <= tripsTolerance)))
+	}
+	if len(trips) > 0 {
+		fmt.Println()
+		fmt.Println("| round trips | target | median round-trips/op | met |")
+		fmt.Println("|---|---|---:|---|")
+		for _, r := range trips {
+			fmt.Println(r)
+		}
+	}
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// fmtTrips formats round trips per request: two decimals, more when it
+// is close to but not zero.
+func fmtTrips(x float64) string {
+	if x != 0 && math.Abs(x) < 0.005 {
+		return fmt.Sprintf("%.2g", x)
+	}
+	return fmt.Sprintf("%.2f", x)
 }
 
 func fmtNs(ns float64) string {
