@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"strings"
+	"github.com/hallpass/hallpass/store/internal/sqlvalue"
 	"unicode/utf8"
 )
 
@@ -97,23 +97,9 @@ func encodeDelta(set map[string]json.RawMessage, removeKeys []string, clearAll b
 		if _, ok := set[k]; ok || hasNUL(k) {
 			continue
 		}
-		remove = append(remove, validKey(k))
+		remove = append(remove, sqlvalue.ValidKey(k))
 	}
 	return patch, remove, nil
-}
-
-// validKey returns k as it reads back from the stored JSON, where each
-// byte of invalid UTF-8 has become U+FFFD: a text[] element must be
-// valid UTF-8, and must name the key as appendString stored it.
-func validKey(k string) string {
-	if utf8.ValidString(k) {
-		return k
-	}
-	var b strings.Builder
-	for _, r := range k { // an invalid byte comes out as one RuneError
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // decodeData returns nil for an empty object, as a record created without

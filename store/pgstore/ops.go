@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/internal/sqlvalue"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -29,10 +30,10 @@ func (s *Store) Create(ctx context.Context, r *hallpass.Record) error {
 	var tag pgconn.CommandTag
 	err = retry(octx, func() (err error) {
 		tag, err = s.pool.Exec(octx, s.q.create,
-			r.Key[:], r.Handle, nullString(r.UserID), ms(r.AuthTime), r.AuthLevel,
-			r.Remembered, ms(r.ReauthAt), r.Persistent, ms(r.AbsoluteDeadline),
-			ms(r.LastSeen), ms(r.IdleDeadline), r.LastIP, r.LastUA,
-			ms(r.CreatedAt), r.CreatedIP, r.CreatedUA, data,
+			r.Key[:], r.Handle, sqlvalue.NullString(r.UserID), sqlvalue.Millis(r.AuthTime), r.AuthLevel,
+			r.Remembered, sqlvalue.Millis(r.ReauthAt), r.Persistent, sqlvalue.Millis(r.AbsoluteDeadline),
+			sqlvalue.Millis(r.LastSeen), sqlvalue.Millis(r.IdleDeadline), r.LastIP, r.LastUA,
+			sqlvalue.Millis(r.CreatedAt), r.CreatedIP, r.CreatedUA, data,
 			s.nowMS())
 		return err
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/internal/sqlvalue"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 )
@@ -141,41 +142,7 @@ func newQueries(table string, notify bool) queries {
 	return q
 }
 
-var (
-	minTime = time.UnixMilli(math.MinInt64)
-	maxTime = time.UnixMilli(math.MaxInt64)
-)
-
-// ms returns t in unix milliseconds, or nil (NULL) for the zero time.
-// Times beyond what int64 milliseconds can hold are clamped rather than
-// left to wrap around.
-func ms(t time.Time) any {
-	switch {
-	case t.IsZero():
-		return nil
-	case t.Before(minTime):
-		return int64(math.MinInt64)
-	case t.After(maxTime):
-		return int64(math.MaxInt64)
-	}
-	return t.UnixMilli()
-}
-
-func fromMS(v pgtype.Int8) time.Time {
-	if !v.Valid {
-		return time.Time{}
-	}
-	return time.UnixMilli(v.Int64)
-}
-
-// nullString stores an empty user id as NULL, so that guests stay out of
-// the partial index on user_id.
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
+func fromMS(v pgtype.Int8) time.Time { return sqlvalue.FromMillis(v.Int64, v.Valid) }
 
 // update is one UPDATE for a Delta, as a statement with its arguments.
 type update struct {
@@ -223,18 +190,18 @@ func (q *queries) buildUpdate(key hallpass.Key, to *hallpass.Key, d *hallpass.De
 	}
 
 	if m := d.Meta; m != nil {
-		b.WriteString(", user_id = " + u.arg(nullString(m.UserID)) + "::text")
-		b.WriteString(", auth_time = " + u.arg(ms(m.AuthTime)) + "::bigint")
+		b.WriteString(", user_id = " + u.arg(sqlvalue.NullString(m.UserID)) + "::text")
+		b.WriteString(", auth_time = " + u.arg(sqlvalue.Millis(m.AuthTime)) + "::bigint")
 		b.WriteString(", auth_level = " + u.arg(m.AuthLevel) + "::text")
 		b.WriteString(", remembered = " + u.arg(m.Remembered) + "::boolean")
-		b.WriteString(", reauth_at = " + u.arg(ms(m.ReauthAt)) + "::bigint")
+		b.WriteString(", reauth_at = " + u.arg(sqlvalue.Millis(m.ReauthAt)) + "::bigint")
 		b.WriteString(", persistent = " + u.arg(m.Persistent) + "::boolean")
-		b.WriteString(", absolute_deadline = " + u.arg(ms(m.AbsoluteDeadline)) + "::bigint")
+		b.WriteString(", absolute_deadline = " + u.arg(sqlvalue.Millis(m.AbsoluteDeadline)) + "::bigint")
 	}
 	if t := d.Touch; t != nil && d.Meta != nil {
 		// A new identity starts new timeouts: the Touch replaces the old.
-		b.WriteString(", last_seen = " + u.arg(ms(t.LastSeen)) + "::bigint")
-		b.WriteString(", idle_deadline = " + u.arg(ms(t.IdleDeadline)) + "::bigint")
+		b.WriteString(", last_seen = " + u.arg(sqlvalue.Millis(t.LastSeen)) + "::bigint")
+		b.WriteString(", idle_deadline = " + u.arg(sqlvalue.Millis(t.IdleDeadline)) + "::bigint")
 		b.WriteString(", last_ip = " + u.arg(t.LastIP) + "::text")
 		b.WriteString(", last_ua = " + u.arg(t.LastUA) + "::text")
 	} else if t != nil {
@@ -243,7 +210,7 @@ func (q *queries) buildUpdate(key hallpass.Key, to *hallpass.Key, d *hallpass.De
 		// follow LastSeen only when it is strictly newer, and only when
 		// given.
 		if !t.LastSeen.IsZero() {
-			seen := u.arg(ms(t.LastSeen)) + "::bigint"
+			seen := u.arg(sqlvalue.Millis(t.LastSeen)) + "::bigint"
 			newer := "(last_seen IS NULL OR last_seen < " + seen + ")"
 			if t.LastIP != "" {
 				b.WriteString(", last_ip = CASE WHEN " + newer + " THEN " + u.arg(t.LastIP) + "::text ELSE last_ip END")
@@ -254,7 +221,7 @@ func (q *queries) buildUpdate(key hallpass.Key, to *hallpass.Key, d *hallpass.De
 			b.WriteString(", last_seen = GREATEST(last_seen, " + seen + ")")
 		}
 		if !t.IdleDeadline.IsZero() {
-			b.WriteString(", idle_deadline = GREATEST(idle_deadline, " + u.arg(ms(t.IdleDeadline)) + "::bigint)")
+			b.WriteString(", idle_deadline = GREATEST(idle_deadline, " + u.arg(sqlvalue.Millis(t.IdleDeadline)) + "::bigint)")
 		}
 	}
 

@@ -5,11 +5,11 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
-	"math"
 	"strings"
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/internal/sqlvalue"
 )
 
 // columns are the stored columns in the order scanRecord reads them and
@@ -69,41 +69,7 @@ func newQueries(t string) queries {
 	}
 }
 
-var (
-	minTime = time.UnixMilli(math.MinInt64)
-	maxTime = time.UnixMilli(math.MaxInt64)
-)
-
-// ms returns t in unix milliseconds, or nil (NULL) for the zero time.
-// Times beyond what int64 milliseconds can hold are clamped rather than
-// left to wrap around.
-func ms(t time.Time) any {
-	switch {
-	case t.IsZero():
-		return nil
-	case t.Before(minTime):
-		return int64(math.MinInt64)
-	case t.After(maxTime):
-		return int64(math.MaxInt64)
-	}
-	return t.UnixMilli()
-}
-
-func fromMS(v sql.NullInt64) time.Time {
-	if !v.Valid {
-		return time.Time{}
-	}
-	return time.UnixMilli(v.Int64)
-}
-
-// nullString stores an empty user id as NULL, so that guests stay out of
-// the partial index on user_id.
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
+func fromMS(v sql.NullInt64) time.Time { return sqlvalue.FromMillis(v.Int64, v.Valid) }
 
 // keyList returns keys as a JSON array of hex strings, for json_each.
 func keyList(keys []hallpass.Key) string {
@@ -167,10 +133,10 @@ func (s *Store) Create(ctx context.Context, r *hallpass.Record) error {
 		return fail(ctx, op, err)
 	}
 	res, err := s.ws.exec(ctx, s.q.create,
-		r.Key[:], r.Handle, nullString(r.UserID), ms(r.AuthTime), r.AuthLevel,
-		r.Remembered, ms(r.ReauthAt), r.Persistent, ms(r.AbsoluteDeadline),
-		ms(r.LastSeen), ms(r.IdleDeadline), r.LastIP, r.LastUA,
-		ms(r.CreatedAt), r.CreatedIP, r.CreatedUA, data,
+		r.Key[:], r.Handle, sqlvalue.NullString(r.UserID), sqlvalue.Millis(r.AuthTime), r.AuthLevel,
+		r.Remembered, sqlvalue.Millis(r.ReauthAt), r.Persistent, sqlvalue.Millis(r.AbsoluteDeadline),
+		sqlvalue.Millis(r.LastSeen), sqlvalue.Millis(r.IdleDeadline), r.LastIP, r.LastUA,
+		sqlvalue.Millis(r.CreatedAt), r.CreatedIP, r.CreatedUA, data,
 		s.nowMS())
 	if err != nil {
 		return fail(ctx, op, err)

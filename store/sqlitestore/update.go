@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/internal/sqlvalue"
 )
 
 // How Update changes Data.
@@ -94,20 +94,6 @@ func decodeData(b []byte) (map[string]json.RawMessage, error) {
 		return nil, nil
 	}
 	return m, nil
-}
-
-// validKey returns k as it reads back from the stored JSON, where each
-// byte of invalid UTF-8 has become U+FFFD, as encoding/json writes it and
-// as jsonPath names it. The Go fallback must name keys the same way.
-func validKey(k string) string {
-	if utf8.ValidString(k) {
-		return k
-	}
-	var b strings.Builder
-	for _, r := range k { // an invalid byte comes out as one RuneError
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // jsonPath returns the JSON path that names key in the top-level object.
@@ -222,17 +208,17 @@ func (q *queries) update(d *hallpass.Delta, data *string) (u update, ok bool) {
 	if m := d.Meta; m != nil {
 		b.WriteString(`, user_id = ?, auth_time = ?, auth_level = ?, remembered = ?,
 			reauth_at = ?, persistent = ?, absolute_deadline = ?`)
-		u.args = append(u.args, nullString(m.UserID), ms(m.AuthTime), m.AuthLevel,
-			m.Remembered, ms(m.ReauthAt), m.Persistent, ms(m.AbsoluteDeadline))
+		u.args = append(u.args, sqlvalue.NullString(m.UserID), sqlvalue.Millis(m.AuthTime), m.AuthLevel,
+			m.Remembered, sqlvalue.Millis(m.ReauthAt), m.Persistent, sqlvalue.Millis(m.AbsoluteDeadline))
 	}
 	if t := d.Touch; t != nil && d.Meta != nil {
 		// A new identity starts new timeouts: the Touch replaces the old.
 		b.WriteString(", last_seen = ?, idle_deadline = ?, last_ip = ?, last_ua = ?")
-		u.args = append(u.args, ms(t.LastSeen), ms(t.IdleDeadline), t.LastIP, t.LastUA)
+		u.args = append(u.args, sqlvalue.Millis(t.LastSeen), sqlvalue.Millis(t.IdleDeadline), t.LastIP, t.LastUA)
 	} else if t != nil {
 		// A zero time is after nothing stored, so it moves nothing.
 		if !t.LastSeen.IsZero() {
-			seen := ms(t.LastSeen)
+			seen := sqlvalue.Millis(t.LastSeen)
 			const newer = "(last_seen IS NULL OR last_seen < ?)"
 			if t.LastIP != "" {
 				b.WriteString(", last_ip = CASE WHEN " + newer + " THEN ? ELSE last_ip END")
@@ -246,7 +232,7 @@ func (q *queries) update(d *hallpass.Delta, data *string) (u update, ok bool) {
 			u.args = append(u.args, seen, seen)
 		}
 		if !t.IdleDeadline.IsZero() {
-			idle := ms(t.IdleDeadline)
+			idle := sqlvalue.Millis(t.IdleDeadline)
 			b.WriteString(`, idle_deadline = CASE WHEN idle_deadline IS NULL OR idle_deadline < ?
 				THEN ? ELSE idle_deadline END`)
 			u.args = append(u.args, idle, idle)
@@ -301,12 +287,12 @@ func (s *Store) applyTx(ctx context.Context, c *sql.Conn, key hallpass.Key, d *h
 		r := hallpass.Record{Data: m}
 		dd := hallpass.Delta{Clear: d.Clear}
 		for _, k := range d.Remove {
-			dd.Remove = append(dd.Remove, validKey(k))
+			dd.Remove = append(dd.Remove, sqlvalue.ValidKey(k))
 		}
 		if len(d.Set) > 0 {
 			dd.Set = make(map[string]json.RawMessage, len(d.Set))
 			for k, v := range d.Set {
-				dd.Set[validKey(k)] = v
+				dd.Set[sqlvalue.ValidKey(k)] = v
 			}
 		}
 		dd.Apply(&r)
