@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,4 +158,29 @@ func TestParseLevel(t *testing.T) {
 	if _, err := hallpass.ParseLevel("admin"); err == nil {
 		t.Error("ParseLevel accepted an unknown name")
 	}
+}
+
+// FuzzSafeNext checks that whatever comes back is a local path: no
+// scheme, no host, nothing a browser would resolve to another site.
+func FuzzSafeNext(f *testing.F) {
+	for _, s := range []string{"/account", "//evil.example", "/\\evil", "https://x", "/a?b#c", "/%2F%2Fevil", " /x", "/\t/evil"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, next string) {
+		got := hallpass.SafeNext(next)
+		if got != "/" && got != next {
+			t.Fatalf("SafeNext(%q) = %q: neither the input nor /", next, got)
+		}
+		u, err := url.Parse(got)
+		if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(got, "/") ||
+			strings.HasPrefix(got, "//") || strings.HasPrefix(got, "/\\") {
+			t.Fatalf("SafeNext(%q) = %q, which can leave the site", next, got)
+		}
+		// Browsers strip tabs and newlines before resolving: check the
+		// path they would actually follow.
+		stripped := strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(got)
+		if strings.HasPrefix(stripped, "//") || strings.HasPrefix(stripped, "/\\") {
+			t.Fatalf("SafeNext(%q) = %q, which a browser reads as another host", next, got)
+		}
+	})
 }

@@ -95,6 +95,13 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 	if isExpired && expired.Record != nil {
 		rec, err = expired.Record, nil
 	}
+	if err == nil && isExpired {
+		if _, dead := asTombstone(rec); dead {
+			// A rotation's tombstone past its theft window: no session
+			// expired, the token is simply unknown now.
+			err = ErrNotFound
+		}
+	}
 	if errors.Is(err, ErrNotFound) {
 		m.emit(ctx, EventSuspicious, ReasonUnknownToken, nil, s.ip, s.ua)
 		return m.badCookie(ctx, s)

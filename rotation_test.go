@@ -183,3 +183,29 @@ func TestRotationLeaksNoToken(t *testing.T) {
 		}
 	}
 }
+
+func TestExpiredTombstoneIsUnknown(t *testing.T) {
+	h := newHarness(t, hallpass.Config{
+		IdleTimeout: time.Hour, Lifetime: 48 * time.Hour,
+		RotateEvery: 10 * time.Minute, RotateGrace: 30 * time.Second, TheftWindow: time.Hour,
+	})
+	_, t0 := h.serve("", login("alice", hallpass.LoginOptions{}))
+	h.clock.Add(11 * time.Minute)
+	_, t1 := h.serve(t0, reader)
+	h.clock.Add(30 * time.Minute)
+	_, t1 = h.serve(t1, reader)   // keep the session alive; rotates again
+	h.clock.Add(31 * time.Minute) // the first tombstone is past its hour
+	h.events.reset()
+	if res, _ := h.serve(t0, reader); body(t, res) != "|0" {
+		t.Fatal("expired tombstone served something")
+	}
+	if h.events.has(hallpass.EventExpiredIdle, "") || h.events.has(hallpass.EventSuspicious, hallpass.ReasonTokenReuse) {
+		t.Fatal("an expired tombstone was reported as an expiry or a reuse")
+	}
+	if !h.events.has(hallpass.EventSuspicious, hallpass.ReasonUnknownToken) {
+		t.Fatal("no unknown_token event")
+	}
+	if res, _ := h.serve(t1, reader); body(t, res) != "alice|0" {
+		t.Fatal("the live session was harmed")
+	}
+}
