@@ -31,9 +31,18 @@ type options struct {
 	Store       string        // session store: "" (the SQLite db), memory, redis://…, postgres://…
 	IdleTimeout time.Duration // hallpass.Config.IdleTimeout
 	Lifetime    time.Duration // hallpass.Config.Lifetime
-	Argon2      argon2Params  // default defaultArgon2
-	Logger      *slog.Logger  // default slog.Default()
+	RotateEvery time.Duration // hallpass.Config.RotateEvery
+	RotateGrace time.Duration // hallpass.Config.RotateGrace
+	// ReauthWindow is how recently the password must have been typed for
+	// a password change; default defaultReauthWindow.
+	ReauthWindow time.Duration
+	Argon2       argon2Params     // default defaultArgon2
+	Logger       *slog.Logger     // default slog.Default()
+	Now          func() time.Time // hallpass.Config.Now, for tests
 }
+
+// defaultReauthWindow is the -reauth-window default.
+const defaultReauthWindow = 5 * time.Minute
 
 // app is the demo shop: its handlers are methods, so that each new page
 // reaches the database, the sessions and the templates the same way.
@@ -45,6 +54,9 @@ type app struct {
 	passwords *hasher
 	pages     map[string]*template.Template
 	log       *slog.Logger
+	// reauthWindow is how recently the password must have been typed
+	// for a password change.
+	reauthWindow time.Duration
 }
 
 // newApp builds the app on db, which keeps both users and sessions. Close
@@ -55,6 +67,9 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	}
 	if opts.Argon2 == (argon2Params{}) {
 		opts.Argon2 = defaultArgon2
+	}
+	if opts.ReauthWindow <= 0 {
+		opts.ReauthWindow = defaultReauthWindow
 	}
 	pages, err := parsePages()
 	if err != nil {
@@ -72,7 +87,10 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		Store:       st,
 		IdleTimeout: opts.IdleTimeout,
 		Lifetime:    opts.Lifetime,
+		RotateEvery: opts.RotateEvery,
+		RotateGrace: opts.RotateGrace,
 		Logger:      opts.Logger, // events, warnings and store errors
+		Now:         opts.Now,
 	})
 	if err != nil {
 		st.Close()
@@ -86,6 +104,8 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		passwords: newHasher(opts.Argon2),
 		pages:     pages,
 		log:       opts.Logger,
+
+		reauthWindow: opts.ReauthWindow,
 	}, nil
 }
 
@@ -123,6 +143,17 @@ func (a *app) Handler() http.Handler {
 	mux.HandleFunc("GET /login", a.loginForm)
 	mux.HandleFunc("POST /login", a.login)
 	mux.HandleFunc("POST /logout", a.logout)
+	mux.HandleFunc("GET /account", a.account)
+	mux.HandleFunc("GET /account/sessions", a.devices)
+	mux.HandleFunc("POST /account/sessions/{handle}/revoke", a.revokeDevice)
+	mux.HandleFunc("POST /account/sessions/revoke-others", a.revokeOthers)
+	mux.HandleFunc("GET /reauth", a.reauthForm)
+	mux.HandleFunc("POST /reauth", a.reauth)
+	// Changing the password needs the current one typed recently, on top
+	// of the current one in the form: a session cookie stolen hours ago,
+	// or an unlocked browser, is not enough to take the account over.
+	fresh := a.sessions.Require(hallpass.Requirement{FreshWithin: a.reauthWindow, ReauthURL: "/reauth"})
+	mux.Handle("POST /account/password", fresh(http.HandlerFunc(a.changePassword)))
 	mux.Handle("GET /session", a.sessions.StatusHandler())
 	mux.Handle("POST /session/extend", a.sessions.ExtendHandler())
 	static, _ := fs.Sub(staticFS, "static")

@@ -125,13 +125,19 @@ func validateSignup(username, password string) []string {
 	if n := len(username); n < minUsernameLen || n > maxUsernameLen || !validUsername(username) {
 		errs = append(errs, "Username must be 3 to 32 characters: letters, digits, '.', '_' or '-'.")
 	}
+	return append(errs, validatePassword(password)...)
+}
+
+// validatePassword returns what is wrong with a new password, or nothing.
+// Signup and the password change share it.
+func validatePassword(password string) []string {
 	switch n := utf8.RuneCountInString(password); {
 	case n < minPasswordLen:
-		errs = append(errs, "Password must be at least 8 characters.")
+		return []string{"Password must be at least 8 characters."}
 	case n > maxPasswordLen:
-		errs = append(errs, "Password must be at most 256 characters.")
+		return []string{"Password must be at most 256 characters."}
 	}
-	return errs
+	return nil
 }
 
 // validUsername reports whether s uses only ASCII letters, digits and

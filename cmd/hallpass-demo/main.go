@@ -1,6 +1,8 @@
 // Command hallpass-demo is the reference application of hallpass: sign
-// up, log in and out, and a per-session visit counter, with users and
-// sessions in one SQLite file. It needs no JavaScript.
+// up, log in and out, a per-session visit counter, an account page with
+// the user's devices (revocable) and a password change behind a fresh
+// re-authentication, with users and sessions in one SQLite file. It
+// needs no JavaScript.
 //
 //	go run ./cmd/hallpass-demo
 //
@@ -57,6 +59,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	store := fs.String("store", "", "session `store`: empty for the -db file, memory, redis://host:port/db, or postgres://user@host/db?sslmode=disable ($HALLPASS_STORE)")
 	idle := fs.Duration("idle-timeout", 0, "end sessions after this long without a request; 0 means hallpass's default, 30m ($HALLPASS_IDLE_TIMEOUT)")
 	lifetime := fs.Duration("lifetime", 0, "end sessions this long after they start or sign in, whatever their activity; 0 means hallpass's default, 12h ($HALLPASS_LIFETIME)")
+	rotateEvery := fs.Duration("rotate-every", 0, "give signed-in sessions a new token when theirs is this old; 0 means hallpass's default, 15m; negative turns rotation off ($HALLPASS_ROTATE_EVERY)")
+	rotateGrace := fs.Duration("rotate-grace", 0, "keep a rotated-out token working this long, for requests already under way; 0 means hallpass's default, 1m ($HALLPASS_ROTATE_GRACE)")
+	reauthWindow := fs.Duration("reauth-window", defaultReauthWindow, "ask for the password again before a password change unless it was typed within this long ($HALLPASS_REAUTH_WINDOW)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: hallpass-demo [flags]\n\nServes the hallpass demo app.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -66,6 +71,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	for name, env := range map[string]string{
 		"addr": "HALLPASS_ADDR", "db": "HALLPASS_DB", "store": "HALLPASS_STORE",
 		"idle-timeout": "HALLPASS_IDLE_TIMEOUT", "lifetime": "HALLPASS_LIFETIME",
+		"rotate-every": "HALLPASS_ROTATE_EVERY", "rotate-grace": "HALLPASS_ROTATE_GRACE",
+		"reauth-window": "HALLPASS_REAUTH_WINDOW",
 	} {
 		if v := getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -85,6 +92,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		fs.Usage()
 		return errUsage
 	}
+	// Values the flag package accepts but the app must not run with. Each
+	// message names both the flag and its variable, as either may have
+	// set it.
+	for _, c := range []struct {
+		bad       bool
+		name, env string
+		why       string
+	}{
+		{*rotateGrace < 0, "rotate-grace", "HALLPASS_ROTATE_GRACE", "must not be negative"},
+		{*reauthWindow <= 0, "reauth-window", "HALLPASS_REAUTH_WINDOW", "must be positive"},
+	} {
+		if c.bad {
+			v := fs.Lookup(c.name).Value
+			fmt.Fprintf(stderr, "invalid -%s (or $%s) %v: %s\n", c.name, c.env, v, c.why)
+			return errUsage
+		}
+	}
 
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	db, err := openDB(*dbPath)
@@ -92,7 +116,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer db.Close()
-	a, err := newApp(ctx, db, options{Store: *store, IdleTimeout: *idle, Lifetime: *lifetime, Logger: logger})
+	a, err := newApp(ctx, db, options{
+		Store: *store, IdleTimeout: *idle, Lifetime: *lifetime,
+		RotateEvery: *rotateEvery, RotateGrace: *rotateGrace, ReauthWindow: *reauthWindow,
+		Logger: logger,
+	})
 	if err != nil {
 		return err
 	}

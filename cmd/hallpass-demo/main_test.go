@@ -50,6 +50,13 @@ func newEnv(t *testing.T) *env {
 // openStore).
 func newEnvStore(t *testing.T, spec string) *env {
 	t.Helper()
+	return newEnvOptions(t, options{Store: spec})
+}
+
+// newEnvOptions is newEnv with the app built from opts; the logger and the
+// hash parameters are always the test's own.
+func newEnvOptions(t *testing.T, opts options) *env {
+	t.Helper()
 	e := &env{t: t, tokens: make(map[string]bool)}
 	db, err := openDB(filepath.Join(t.TempDir(), "demo.db"))
 	if err != nil {
@@ -58,7 +65,8 @@ func newEnvStore(t *testing.T, spec string) *env {
 	logger := slog.New(slog.NewTextHandler(&e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// The flows do not depend on the hash's cost; password_test.go covers
 	// the real parameters.
-	a, err := newApp(t.Context(), db, options{Store: spec, Logger: logger, Argon2: testArgon2})
+	opts.Logger, opts.Argon2 = logger, testArgon2
+	a, err := newApp(t.Context(), db, opts)
 	if err != nil {
 		db.Close()
 		t.Fatal(err)
@@ -93,8 +101,18 @@ func newEnvStore(t *testing.T, spec string) *env {
 // client is a browser: it keeps cookies and does not follow redirects,
 // so that tests see each response.
 type client struct {
-	e *env
-	c *http.Client
+	e  *env
+	c  *http.Client
+	ua string // User-Agent of every request; "" for Go's default
+}
+
+// clientUA is a client that sends ua as its User-Agent on every request,
+// as a real browser does. The session is bound to the browser family: a
+// client whose family changes gets its session downgraded.
+func (e *env) clientUA(ua string) *client {
+	c := e.client()
+	c.ua = ua
+	return c
 }
 
 func (e *env) client() *client {
@@ -134,6 +152,9 @@ type response struct {
 
 func (c *client) do(req *http.Request) response {
 	c.e.t.Helper()
+	if c.ua != "" {
+		req.Header.Set("User-Agent", c.ua)
+	}
 	resp, err := c.c.Do(req)
 	if err != nil {
 		c.e.t.Fatal(err)
@@ -159,6 +180,13 @@ func (c *client) get(path string) response {
 // it loads one first, for a CSRF token of the client's current session.
 func (c *client) post(path string, form url.Values) response {
 	c.e.t.Helper()
+	return c.postFrom("", path, form)
+}
+
+// postFrom is post from a form on page: the request's Referer names it,
+// as a browser's would. An empty page sends no Referer.
+func (c *client) postFrom(page, path string, form url.Values) response {
+	c.e.t.Helper()
 	form = maps.Clone(form)
 	if form == nil {
 		form = url.Values{}
@@ -167,6 +195,9 @@ func (c *client) post(path string, form url.Values) response {
 	req := c.newPost(path, form)
 	req.Header.Set("Origin", c.e.srv.URL)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	if page != "" {
+		req.Header.Set("Referer", c.e.srv.URL+page)
+	}
 	return c.do(req)
 }
 
@@ -566,7 +597,11 @@ func TestRunHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("run -h = %v; want flag.ErrHelp", err)
 	}
-	for _, want := range []string{"-addr", "localhost:8080", "HALLPASS_ADDR", "-db", "hallpass-demo.db", "HALLPASS_DB", "-idle-timeout", "-lifetime"} {
+	for _, want := range []string{
+		"-addr", "localhost:8080", "HALLPASS_ADDR", "-db", "hallpass-demo.db", "HALLPASS_DB", "-idle-timeout", "-lifetime",
+		"-rotate-every", "HALLPASS_ROTATE_EVERY", "-rotate-grace", "HALLPASS_ROTATE_GRACE",
+		"-reauth-window", "HALLPASS_REAUTH_WINDOW", "(default 5m0s)",
+	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("-h output lacks %q:\n%s", want, out.String())
 		}
@@ -575,11 +610,44 @@ func TestRunHelp(t *testing.T) {
 
 func TestRunBadEnv(t *testing.T) {
 	t.Parallel()
-	var out bytes.Buffer
-	env := map[string]string{"HALLPASS_IDLE_TIMEOUT": "soon"}
-	err := run(t.Context(), nil, func(k string) string { return env[k] }, &out)
-	if !errors.Is(err, errUsage) || !strings.Contains(out.String(), "HALLPASS_IDLE_TIMEOUT") {
-		t.Fatalf("run with a bad $HALLPASS_IDLE_TIMEOUT = %v, output %q; want a usage error naming it", err, out.String())
+	for _, tc := range []struct{ env, value string }{
+		{"HALLPASS_IDLE_TIMEOUT", "soon"},
+		{"HALLPASS_ROTATE_EVERY", "soon"},
+		{"HALLPASS_ROTATE_GRACE", "1 minute"},
+		{"HALLPASS_ROTATE_GRACE", "-1s"},
+		{"HALLPASS_REAUTH_WINDOW", "later"},
+		{"HALLPASS_REAUTH_WINDOW", "0"},
+		{"HALLPASS_REAUTH_WINDOW", "-5m"},
+	} {
+		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			env := map[string]string{tc.env: tc.value}
+			err := run(t.Context(), nil, func(k string) string { return env[k] }, &out)
+			if !errors.Is(err, errUsage) || !strings.Contains(out.String(), tc.env) {
+				t.Fatalf("run with $%s=%q = %v, output %q; want a usage error naming it", tc.env, tc.value, err, out.String())
+			}
+		})
+	}
+}
+
+func TestRunBadFlags(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"-rotate-every", "often"},
+		{"-rotate-grace", "-1m"},
+		{"-reauth-window", "0s"},
+		{"-reauth-window", "-1m"},
+		{"-reauth-window", "5"},
+	} {
+		t.Run(strings.Join(args, "="), func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			err := run(t.Context(), args, func(string) string { return "" }, &out)
+			if !errors.Is(err, errUsage) || !strings.Contains(out.String(), args[0]) {
+				t.Fatalf("run %q = %v, output %q; want a usage error naming %s", args, err, out.String(), args[0])
+			}
+		})
 	}
 }
 

@@ -115,6 +115,22 @@ func (u *users) ByID(ctx context.Context, id int64) (*user, error) {
 	return u.one(ctx, `SELECT id, username, password_hash FROM users WHERE id = ?`, id)
 }
 
+// SetPassword replaces the password hash of user id, or returns errNoUser.
+func (u *users) SetPassword(ctx context.Context, id int64, passwordHash string) error {
+	res, err := u.db.ExecContext(ctx, `UPDATE users SET password_hash = ? WHERE id = ?`, passwordHash, id)
+	if err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	if n == 0 {
+		return errNoUser
+	}
+	return nil
+}
+
 func (u *users) one(ctx context.Context, query string, arg any) (*user, error) {
 	var r user
 	err := u.db.QueryRowContext(ctx, query, arg).Scan(&r.ID, &r.Username, &r.PasswordHash)

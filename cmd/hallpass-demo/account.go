@@ -1,0 +1,274 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hallpass/hallpass"
+)
+
+// accountPage is the data of account.html.
+type accountPage struct {
+	Level      string // s.Auth().Level.String()
+	Methods    []hallpass.MethodUse
+	AuthTime   time.Time
+	ReauthAt   time.Time // zero if the password was never typed in this session
+	Remembered bool
+	Status     hallpass.Status
+	CreatedAt  time.Time
+	// ReauthWindow is how recently the password must have been typed for
+	// a password change.
+	ReauthWindow time.Duration
+	Errors       []string
+}
+
+// devicesPage is the data of sessions.html.
+type devicesPage struct {
+	Devices []device
+	Others  int // devices other than this one
+}
+
+// device is one of the user's sessions as the devices page shows it.
+type device struct {
+	Handle     string
+	Browser    string
+	OS         string
+	IP         string
+	CreatedAt  time.Time
+	LastSeen   time.Time
+	Persistent bool
+	Current    bool
+}
+
+// reauthPage is the data of reauth.html.
+type reauthPage struct {
+	Next   string // already checked by hallpass.SafeNext
+	Errors []string
+}
+
+// requireUser returns the signed-in user. For a guest it redirects to the
+// login page, on an error it answers 500, and it returns nil either way.
+func (a *app) requireUser(w http.ResponseWriter, r *http.Request) *user {
+	u, err := a.currentUser(r)
+	if err != nil {
+		a.serverError(w, r, err)
+		return nil
+	}
+	if u == nil {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return nil
+	}
+	return u
+}
+
+// account shows how the user signed in, the session's deadlines, and the
+// password change form.
+func (a *app) account(w http.ResponseWriter, r *http.Request) {
+	u := a.requireUser(w, r)
+	if u == nil {
+		return
+	}
+	a.renderAccount(w, r, http.StatusOK, u, nil)
+}
+
+func (a *app) renderAccount(w http.ResponseWriter, r *http.Request, status int, u *user, errs []string) {
+	s := hallpass.FromRequest(r)
+	auth := s.Auth()
+	p := accountPage{
+		Level:        auth.Level.String(),
+		Methods:      auth.Methods,
+		AuthTime:     auth.AuthTime,
+		ReauthAt:     auth.ReauthAt,
+		Remembered:   auth.Remembered,
+		Status:       s.Status(),
+		ReauthWindow: a.reauthWindow,
+		Errors:       errs,
+	}
+	if rec := s.Record(); rec != nil {
+		p.CreatedAt = rec.CreatedAt
+	}
+	a.render(w, r, status, "account", "Account", u, p)
+}
+
+// changePassword replaces the signed-in user's password and signs out
+// every other session of theirs. Require has already checked that the
+// password was typed recently; the form asks for it once more, as the
+// page may have been left open.
+func (a *app) changePassword(w http.ResponseWriter, r *http.Request) {
+	u := a.requireUser(w, r)
+	if u == nil || !parseForm(w, r) {
+		return
+	}
+	current := r.PostFormValue("current_password")
+	next := r.PostFormValue("new_password")
+	ok, err := a.passwords.Verify(r.Context(), current, u.PasswordHash)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if !ok {
+		a.renderAccount(w, r, http.StatusUnauthorized, u, []string{"Your current password is not correct."})
+		return
+	}
+	if errs := validatePassword(next); len(errs) > 0 {
+		a.renderAccount(w, r, http.StatusUnprocessableEntity, u, errs)
+		return
+	}
+	hash, err := a.passwords.Hash(r.Context(), next)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	// The new hash goes in first: a session signed in with the old
+	// password between the two steps is then ended by the second.
+	if err := a.users.SetPassword(r.Context(), u.ID, hash); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	s := hallpass.FromRequest(r)
+	if _, err := s.CredentialsChanged(true); err != nil {
+		a.serverError(w, r, fmt.Errorf("password changed, but signing out other sessions failed: %w", err))
+		return
+	}
+	if err := s.Set(flashKey, "Password changed; other devices signed out."); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/account", http.StatusSeeOther)
+}
+
+// devices lists the user's sessions, this one marked.
+func (a *app) devices(w http.ResponseWriter, r *http.Request) {
+	u := a.requireUser(w, r)
+	if u == nil {
+		return
+	}
+	list, err := hallpass.FromRequest(r).Devices()
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	p := devicesPage{Devices: make([]device, 0, len(list))}
+	for _, d := range list {
+		browser, os := parseUserAgent(d.UserAgent)
+		p.Devices = append(p.Devices, device{
+			Handle: d.Handle, Browser: browser, OS: os, IP: d.IP,
+			CreatedAt: d.CreatedAt, LastSeen: d.LastSeen, Persistent: d.Persistent, Current: d.Current,
+		})
+		if !d.Current {
+			p.Others++
+		}
+	}
+	a.render(w, r, http.StatusOK, "sessions", "Your devices", u, p)
+}
+
+// revokeDevice signs out one of the user's sessions, by its public
+// handle. A handle that is not one of the user's is a 404: the library
+// looks it up among this user's sessions only, so another user's handle
+// ends nothing.
+func (a *app) revokeDevice(w http.ResponseWriter, r *http.Request) {
+	u := a.requireUser(w, r)
+	if u == nil {
+		return
+	}
+	s := hallpass.FromRequest(r)
+	handle := r.PathValue("handle")
+	self := handle == s.Handle()
+	err := s.Revoke(handle)
+	if errors.Is(err, hallpass.ErrUnknownHandle) {
+		a.render(w, r, http.StatusNotFound, "notfound", "Not found", u, "None of your devices has that id; it may be signed out already.")
+		return
+	}
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	msg, to := "Signed out 1 other device.", "/account/sessions"
+	if self {
+		// Revoking this very session is a logout.
+		msg, to = "Signed out.", "/"
+	}
+	if err := s.Set(flashKey, msg); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
+}
+
+// revokeOthers signs out every session of the user but this one.
+func (a *app) revokeOthers(w http.ResponseWriter, r *http.Request) {
+	u := a.requireUser(w, r)
+	if u == nil {
+		return
+	}
+	s := hallpass.FromRequest(r)
+	n, err := s.RevokeOthers()
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	var msg string
+	switch n {
+	case 0:
+		msg = "No other device was signed in."
+	case 1:
+		msg = "Signed out 1 other device."
+	default:
+		msg = fmt.Sprintf("Signed out %d other devices.", n)
+	}
+	if err := s.Set(flashKey, msg); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/account/sessions", http.StatusSeeOther)
+}
+
+// reauthForm asks the signed-in user for their password again, then goes
+// on to ?next=.
+func (a *app) reauthForm(w http.ResponseWriter, r *http.Request) {
+	u := a.requireUser(w, r)
+	if u == nil {
+		return
+	}
+	p := reauthPage{Next: hallpass.SafeNext(r.URL.Query().Get("next"))}
+	a.render(w, r, http.StatusOK, "reauth", "Confirm your password", u, p)
+}
+
+// reauth checks the password of the signed-in user, records the fresh
+// check in the session (which rotates its token) and goes back to the page
+// that asked for it, if that page is on this site.
+func (a *app) reauth(w http.ResponseWriter, r *http.Request) {
+	u := a.requireUser(w, r)
+	if u == nil || !parseForm(w, r) {
+		return
+	}
+	p := reauthPage{Next: hallpass.SafeNext(r.FormValue("next"))}
+	ok, err := a.passwords.Verify(r.Context(), r.PostFormValue("password"), u.PasswordHash)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if !ok {
+		p.Errors = []string{loginFailed}
+		a.render(w, r, http.StatusUnauthorized, "reauth", "Confirm your password", u, p)
+		return
+	}
+	s := hallpass.FromRequest(r)
+	if err := s.Reauthenticate(hallpass.MethodPassword); err != nil {
+		if !s.IsAuthenticated() {
+			// The session ended (revoked, expired) during this request;
+			// Reauthenticate has made it a guest.
+			http.Redirect(w, r, "/login", http.StatusSeeOther)
+			return
+		}
+		a.serverError(w, r, err)
+		return
+	}
+	if err := s.Set(flashKey, "Password confirmed."); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, p.Next, http.StatusSeeOther)
+}
