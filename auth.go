@@ -163,7 +163,7 @@ func (s *Session) Reauthenticate(method string) error {
 	rec, token, err := s.m.rotate(s.ctx, s.rec, d)
 	if errors.Is(err, ErrNotFound) {
 		s.goneLocked()
-		return errors.New("hallpass: the session ended before it could be re-authenticated; sign in again")
+		return ErrSessionEnded
 	}
 	if err != nil {
 		return err
@@ -198,6 +198,9 @@ type Requirement struct {
 	// status code (and JSON) instead. API clients (Accept:
 	// application/json) always get the status and JSON.
 	ReauthURL string
+	// LoginURL, if set, is where browsers without a signed-in user go
+	// instead of ReauthURL, also with ?next=.
+	LoginURL string
 }
 
 // Refusal is the JSON body of a refused request.
@@ -242,8 +245,12 @@ func (m *Manager) Require(req Requirement) func(http.Handler) http.Handler {
 			if ref.Error == "authentication_required" {
 				code = http.StatusUnauthorized
 			}
-			if req.ReauthURL != "" {
-				ref.ReauthURL = req.ReauthURL + "?next=" + url.QueryEscape(returnTo(r))
+			target := req.ReauthURL
+			if code == http.StatusUnauthorized && req.LoginURL != "" {
+				target = req.LoginURL
+			}
+			if target != "" {
+				ref.ReauthURL = target + "?next=" + url.QueryEscape(returnTo(r))
 				if !wantsJSON(r) {
 					w.Header().Set("Cache-Control", "no-store")
 					http.Redirect(w, r, ref.ReauthURL, http.StatusSeeOther)

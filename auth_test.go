@@ -2,6 +2,7 @@ package hallpass_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -87,10 +88,14 @@ func TestRequire(t *testing.T) {
 		return ref
 	}
 
-	// Nobody signed in: 401.
+	// Nobody signed in: 401, or the login page for a browser.
 	res, _ := h.serve("", mfa.ServeHTTP, jsonReq)
 	if ref := refusal(res); res.StatusCode != 401 || ref.Error != "authentication_required" {
 		t.Fatalf("guest: %d %+v", res.StatusCode, ref)
+	}
+	toLogin := h.m.Require(hallpass.Requirement{ReauthURL: "/reauth", LoginURL: "/login"})(http.HandlerFunc(reader))
+	if res, _ := h.serve("", toLogin.ServeHTTP); res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/login?next=%2F" {
+		t.Fatalf("guest browser: %d to %q, want the login page", res.StatusCode, res.Header.Get("Location"))
 	}
 	_, c := h.serve("", login("alice", hallpass.LoginOptions{}))
 	// Too low a level: 403 naming what is needed.
@@ -183,4 +188,22 @@ func FuzzSafeNext(f *testing.F) {
 			t.Fatalf("SafeNext(%q) = %q, which a browser reads as another host", next, got)
 		}
 	})
+}
+
+func TestReauthenticateAfterRevokeIsSessionEnded(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	_, c := h.serve("", login("alice", hallpass.LoginOptions{}))
+	h.serve(c, func(w http.ResponseWriter, r *http.Request) {
+		s := hallpass.FromRequest(r)
+		h.m.RevokeAll(r.Context(), "alice") // another device, meanwhile
+		if err := s.Reauthenticate(hallpass.MethodPassword); !errors.Is(err, hallpass.ErrSessionEnded) {
+			t.Errorf("Reauthenticate on a revoked session: %v, want ErrSessionEnded", err)
+		}
+		if s.IsAuthenticated() {
+			t.Error("session still signed in after it ended")
+		}
+	})
+	if h.store.Len() != 0 {
+		t.Fatal("re-authentication resurrected a revoked session")
+	}
 }

@@ -35,10 +35,14 @@ const (
 	ReasonUserAgentChanged = "user_agent_changed"
 )
 
-// browserFamily reduces a User-Agent to the browser that sent it, so an
-// update from Firefox 130 to 131 is no change and a switch to Chrome is.
-// Order matters: Edge and Opera also say Chrome, Chrome also says Safari.
-func browserFamily(ua string) string {
+// BrowserFamily reduces a User-Agent to the browser that sent it
+// ("firefox", "chrome", "safari", "edge", "opera", or the product name of
+// anything else, "curl" say), so an update from Firefox 130 to 131 is no
+// change and a switch to Chrome is. It is what OnUserAgentChange
+// compares.
+func BrowserFamily(ua string) string {
+	// Order matters: Edge and Opera also say Chrome, Chrome also says
+	// Safari.
 	for _, f := range [...]struct{ marker, family string }{
 		{"Edg/", "edge"}, {"EdgA/", "edge"}, {"EdgiOS/", "edge"},
 		{"OPR/", "opera"}, {"Firefox/", "firefox"}, {"FxiOS/", "firefox"},
@@ -67,7 +71,7 @@ func (m *Manager) checkClient(ctx context.Context, s *Session) (bool, error) {
 	if rec.LastIP != "" && s.ip != "" && rec.LastIP != s.ip && m.onIP != ClientChangeIgnore {
 		reasons, policy = append(reasons, ReasonIPChanged), m.onIP
 	}
-	if rec.LastUA != "" && browserFamily(rec.LastUA) != browserFamily(s.ua) && m.onUA != ClientChangeIgnore {
+	if rec.LastUA != "" && BrowserFamily(rec.LastUA) != BrowserFamily(s.ua) && m.onUA != ClientChangeIgnore {
 		reasons, policy = append(reasons, ReasonUserAgentChanged), max(policy, m.onUA)
 	}
 	if len(reasons) == 0 {

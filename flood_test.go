@@ -45,8 +45,8 @@ func TestBrowserFamily(t *testing.T) {
 		"curl/8.5.0": "curl",
 		"":           "",
 	} {
-		if got := browserFamily(ua); got != want {
-			t.Errorf("browserFamily(%q) = %q, want %q", ua, got, want)
+		if got := BrowserFamily(ua); got != want {
+			t.Errorf("BrowserFamily(%q) = %q, want %q", ua, got, want)
 		}
 	}
 }

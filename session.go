@@ -23,6 +23,10 @@ var (
 	// ErrNoSession reports a nil Session: the handler is not wrapped by
 	// Manager.Handler.
 	ErrNoSession = errors.New("hallpass: no session in the request context; wrap the handler with Manager.Handler")
+	// ErrSessionEnded reports that the session ended (revoked, expired)
+	// while the request ran; the request now has a guest session. Send
+	// the user to sign in again.
+	ErrSessionEnded = errors.New("hallpass: the session ended during the request; sign in again")
 )
 
 // Session is one request's view of a session. Handlers get it with
