@@ -2,6 +2,7 @@ package hallpass_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -21,7 +22,7 @@ func (d *discard) WriteHeader(int)             {}
 func benchRequest(b *testing.B, f http.HandlerFunc) {
 	store := memstore.New(nil)
 	defer store.Close()
-	m, err := hallpass.New(hallpass.Config{Store: store, Events: hallpass.SinkFunc(func(context.Context, hallpass.Event) {})})
+	m, err := hallpass.New(hallpass.Config{Store: store, Events: hallpass.SinkFunc(func(context.Context, hallpass.Event) {}), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -45,3 +46,25 @@ func BenchmarkReadRequest(b *testing.B) { benchRequest(b, reader) }
 
 // BenchmarkWriteRequest increments a counter: load, read, one-key delta.
 func BenchmarkWriteRequest(b *testing.B) { benchRequest(b, counter) }
+
+// BenchmarkReadRequestSignedIn is BenchmarkReadRequest for a signed-in
+// session, which also passes the rotation and client-change checks.
+func BenchmarkReadRequestSignedIn(b *testing.B) {
+	store := memstore.New(nil)
+	defer store.Close()
+	m, err := hallpass.New(hallpass.Config{Store: store, Events: hallpass.SinkFunc(func(context.Context, hallpass.Event) {}), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler(login("alice", hallpass.LoginOptions{})).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	req := httptest.NewRequest("GET", "/", nil)
+	req.AddCookie(rec.Result().Cookies()[0])
+	h := m.Handler(http.HandlerFunc(reader))
+	w := &discard{h: make(http.Header)}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	}
+}
