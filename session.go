@@ -1,7 +1,6 @@
 package hallpass
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/hallpass/hallpass/internal/jsontext"
 )
 
 // Errors of the Session API.
@@ -146,7 +147,7 @@ func (s *Session) Set(key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("hallpass: session key %q: value cannot be stored as JSON: %w", key, err)
 	}
-	if hasNUL(raw) {
+	if jsontext.HasEscapedNUL(raw) {
 		return fmt.Errorf("hallpass: session key %q: value contains a NUL character, which not every store can keep; encode it (base64, say)", key)
 	}
 	return s.change(func() {
@@ -164,27 +165,6 @@ func (s *Session) setLocked(key string, raw json.RawMessage) {
 	s.data[key] = raw
 	s.set[key] = raw
 	delete(s.removed, key)
-}
-
-// hasNUL reports whether JSON text holds an escaped NUL (\u0000): a
-// backslash-u sequence preceded by an even number of other backslashes.
-// json.Marshal never writes a raw NUL.
-func hasNUL(raw []byte) bool {
-	for i := 0; ; {
-		j := bytes.Index(raw[i:], []byte(`u0000`))
-		if j < 0 {
-			return false
-		}
-		j += i
-		n := 0
-		for k := j - 1; k >= 0 && raw[k] == '\\'; k-- {
-			n++
-		}
-		if n%2 == 1 {
-			return true
-		}
-		i = j + 1
-	}
 }
 
 // Delete removes key.

@@ -115,20 +115,3 @@ func FuzzReadCookie(f *testing.F) {
 		}
 	})
 }
-
-func TestHasNUL(t *testing.T) {
-	for in, want := range map[string]bool{
-		`"a\u0000b"`:     true,
-		`"\u0000"`:       true,
-		`"\\u0000"`:      false, // a backslash, then the text u0000
-		`"\\\u0000"`:     true,
-		`"u0000"`:        false,
-		`{"k":"\u0000"}`: true,
-		`"\u00001"`:      true,
-		`""`:             false,
-	} {
-		if got := hasNUL([]byte(in)); got != want {
-			t.Errorf("hasNUL(%s) = %v, want %v", in, got, want)
-		}
-	}
-}

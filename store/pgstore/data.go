@@ -1,9 +1,9 @@
 package pgstore
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/hallpass/hallpass/internal/jsontext"
 	"github.com/hallpass/hallpass/store/internal/sqlvalue"
 	"unicode/utf8"
 )
@@ -48,7 +48,7 @@ func encodeObject(m map[string]json.RawMessage) ([]byte, error) {
 	if !utf8.Valid(b) {
 		return nil, errInvalidData
 	}
-	if hasEscapedNUL(b) {
+	if jsontext.HasEscapedNUL(b) {
 		return nil, ErrNUL
 	}
 	return b, nil
@@ -63,23 +63,6 @@ func appendString(b []byte, s string) []byte {
 		panic(err)
 	}
 	return append(b, enc...)
-}
-
-// hasEscapedNUL reports whether the JSON text b has \u0000 in a string.
-// Outside strings JSON has no backslashes, and inside one a backslash
-// always starts an escape of known length, so skipping escapes whole is
-// enough to tell \u0000 from \\u0000.
-func hasEscapedNUL(b []byte) bool {
-	for {
-		i := bytes.IndexByte(b, '\\')
-		if i < 0 || i+1 >= len(b) {
-			return false
-		}
-		if b[i+1] == 'u' && i+6 <= len(b) && string(b[i+2:i+6]) == "0000" {
-			return true
-		}
-		b = b[i+2:]
-	}
 }
 
 // encodeDelta returns the data change of a Delta: patch, the object of

@@ -120,6 +120,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -416,11 +417,4 @@ func retry(ctx context.Context, f func() error) error {
 	return err
 }
 
-func hasNUL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return true
-		}
-	}
-	return false
-}
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }

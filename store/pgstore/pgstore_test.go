@@ -428,22 +428,3 @@ func TestInvalidUTF8Keys(t *testing.T) {
 		t.Fatalf("after removing the key: %v, %v", got.Data, err)
 	}
 }
-
-func TestEscapedNUL(t *testing.T) {
-	for in, want := range map[string]bool{
-		`"\u0000"`:        true,
-		`"a\\u0000"`:      false,
-		`"a\\\u0000"`:     true,
-		`"\u00000"`:       true,
-		`"\u0001"`:        false,
-		`"\"\u0000"`:      true,
-		`{"k":"v"}`:       false,
-		`"\u000"`:         false,
-		`["x","\\","\\"]`: false,
-		`"\`:              false,
-	} {
-		if got := hasEscapedNUL([]byte(in)); got != want {
-			t.Errorf("hasEscapedNUL(%s) = %v, want %v", in, got, want)
-		}
-	}
-}
