@@ -194,6 +194,11 @@ func TestLogoutThenWriteStartsFreshGuest(t *testing.T) {
 	if c2 == "" || c2 == c {
 		t.Fatal("write after logout did not start a new session")
 	}
+	// One Set-Cookie, the new guest's: a clearing one beside it would let
+	// the browser keep whichever it applies last.
+	if sc := res.Header.Values("Set-Cookie"); len(sc) != 1 || strings.Contains(sc[0], "Max-Age=0") {
+		t.Fatalf("Set-Cookie %q, want only the new session's", sc)
+	}
 	res, _ = h.serve(c2, func(w http.ResponseWriter, r *http.Request) {
 		s := hallpass.FromRequest(r)
 		msg, _ := hallpass.Pop[string](s, "flash")
@@ -476,6 +481,9 @@ func TestWriteAfterResponseStartedIsReported(t *testing.T) {
 		w.WriteHeader(200)
 		setErr = s.Set("b", 2)
 	})
+	if res.StatusCode != 200 || c == "" {
+		t.Fatalf("status %d: the write before the response was not saved", res.StatusCode)
+	}
 	if !errors.Is(setErr, hallpass.ErrResponseStarted) {
 		t.Fatalf("late Set returned %v", setErr)
 	}

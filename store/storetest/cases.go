@@ -279,7 +279,7 @@ func testExpireIdle(t *testing.T, s hallpass.Store) {
 	}, func() error {
 		for _, r := range []*hallpass.Record{a, b, c, sibling} {
 			if _, err := s.Load(t.Context(), r.Key); err != nil {
-				return fmt.Errorf("Load: %w", err)
+				return fmt.Errorf("load: %w", err)
 			}
 		}
 		if rs, err := s.ListUser(t.Context(), u); err != nil || len(rs) != 4 {
@@ -345,10 +345,10 @@ func testExpireAbsolute(t *testing.T, s hallpass.Store) {
 			Touch: &hallpass.Touch{LastSeen: seen, IdleDeadline: seen.Add(2 * time.Hour)},
 		})
 		if err != nil {
-			return fmt.Errorf("Update: %w", err)
+			return fmt.Errorf("update: %w", err)
 		}
 		if _, err := s.Load(t.Context(), r.Key); err != nil {
-			return fmt.Errorf("Load: %w", err)
+			return fmt.Errorf("load: %w", err)
 		}
 		if rs, err := s.ListUser(t.Context(), u); err != nil || len(rs) != 1 {
 			return fmt.Errorf("ListUser: %d records, %v; want 1", len(rs), err)
