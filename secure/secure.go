@@ -145,7 +145,9 @@ func (p *Policy) redirect(w http.ResponseWriter, r *http.Request) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	if host == "" || strings.ContainsAny(host, "/\\@ \t\r\n") {
+	// Anything that could end the authority part ("/", "?", "#", "\\")
+	// or add credentials ("@") would let the Host header reshape the URL.
+	if host == "" || strings.ContainsAny(host, "/\\@?# \t\r\n") {
 		http.Error(w, "HTTPS required; the request names no valid host", http.StatusBadRequest)
 		return
 	}

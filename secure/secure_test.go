@@ -45,12 +45,14 @@ func TestRedirectsPlainHTTP(t *testing.T) {
 	if got := rec.Header().Get("Location"); got != "https://shop.example:8443/x" {
 		t.Errorf("redirect with port: %q", got)
 	}
-	bad := httptest.NewRequest("GET", "http://shop.example/", nil)
-	bad.Host = "evil.example/@shop"
-	rec = httptest.NewRecorder()
-	p.Handler(ok).ServeHTTP(rec, bad)
-	if rec.Code != http.StatusBadRequest {
-		t.Errorf("host with a slash: %d, want 400", rec.Code)
+	for _, host := range []string{"evil.example/@shop", "evil.example?shop", "evil.example#shop", "user@evil.example"} {
+		bad := httptest.NewRequest("GET", "http://shop.example/", nil)
+		bad.Host = host
+		rec = httptest.NewRecorder()
+		p.Handler(ok).ServeHTTP(rec, bad)
+		if rec.Code != http.StatusBadRequest {
+			t.Errorf("Host %q: %d to %q, want 400", host, rec.Code, rec.Header().Get("Location"))
+		}
 	}
 }
 
