@@ -20,6 +20,7 @@ const (
 	EventExpiredAbsolute EventKind = "expired_absolute" // absolute deadline passed
 	EventRevoked         EventKind = "revoked"          // ended by Revoke, RevokeAll or RevokeOthers
 	EventLoggedOut       EventKind = "logged_out"       // Logout
+	EventLoginRefused    EventKind = "login_refused"    // Login over Config.MaxSessions with RefuseNewSessions
 	EventSuspicious      EventKind = "suspicious"       // see the Reason* constants
 )
 
@@ -36,6 +37,7 @@ const (
 	ReasonRevokeAll          = "revoke_all"
 	ReasonRevokeOthers       = "revoke_others"
 	ReasonCredentialsChanged = "credentials_changed"
+	ReasonSessionLimit       = "session_limit" // ended, or refused, to keep a user within Config.MaxSessions
 )
 
 // Event describes one session lifecycle step. It carries the public

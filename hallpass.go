@@ -89,6 +89,16 @@ type Config struct {
 	// still recognised (its tombstone is kept). Default 24 hours.
 	TheftWindow time.Duration
 
+	// MaxSessions caps how many sessions one user may be signed in with
+	// at once; zero means no limit. When a Login would go over it, the
+	// user's oldest sessions (by sign-in time) end, each reported as a
+	// revoked event with reason session_limit, or, with
+	// RefuseNewSessions, the Login fails with ErrTooManySessions and the
+	// user stays a guest. The store enforces it atomically: two logins at
+	// the same moment cannot both slip past it.
+	MaxSessions       int
+	RefuseNewSessions bool
+
 	// OnIPChange and OnUserAgentChange say what happens when a signed-in
 	// session is used from another address, or from another browser
 	// (family: Firefox to Chrome, not Firefox 130 to 131), than last time.

@@ -331,6 +331,10 @@ func (s *Session) Login(userID string, opts LoginOptions) error {
 		s.mu.Unlock()
 		return ErrResponseStarted
 	}
+	// A failed Login leaves the session as it was: neither OnLogin's
+	// merge (the user's saved cart) nor the auth record may stay behind
+	// in what is still a guest's, or another user's, session.
+	saved := s.saveDataLocked()
 	if s.rec != nil && s.rec.UserID != "" && s.rec.UserID != userID {
 		// Another user's data must not leak into this one's session.
 		s.data, s.dataOwned = make(map[string]json.RawMessage), true
@@ -349,6 +353,7 @@ func (s *Session) Login(userID string, opts LoginOptions) error {
 		if err := hook(s.ctx, s); err != nil {
 			s.mu.Lock()
 			s.rec = prev
+			s.restoreDataLocked(saved)
 			s.mu.Unlock()
 			return fmt.Errorf("hallpass: Login: OnLogin: %w", err)
 		}
@@ -359,32 +364,98 @@ func (s *Session) Login(userID string, opts LoginOptions) error {
 	s.ownDataLocked()
 	if err := s.setAuthLocked(methods, now); err != nil {
 		s.rec = prev
+		s.restoreDataLocked(saved)
 		return err
 	}
 	d := s.pendingLocked()
 	d.Meta, d.Touch = &meta, &touch
-	var rec *Record
-	var token string
-	var err error
-	if prev != nil {
-		rec, token, err = s.m.rotate(s.ctx, prev, d)
+	var evicted []string
+	if s.m.cfg.MaxSessions > 0 {
+		d.Limit = &Limit{
+			Max:       s.m.cfg.MaxSessions,
+			RefuseNew: s.m.cfg.RefuseNewSessions,
+			Evicted:   func(h string) { evicted = append(evicted, h) },
+		}
 	}
-	if prev == nil || errors.Is(err, ErrNotFound) {
-		// No stored session yet, or it ended during this request (expired,
-		// revoked): the user has just proved who they are, so start a
-		// new one from what this request saw.
-		rec = s.m.newRecord(now, s.ip, s.ua)
-		rec.Data = maps.Clone(s.data)
-		rec.Meta, rec.Touch = meta, touch
-		token, err = s.m.create(s.ctx, rec)
-	}
+	rec, token, err := s.m.signIn(s.ctx, prev, d, s.data, now, s.ip, s.ua)
 	if err != nil {
 		s.rec = prev
+		s.restoreDataLocked(saved)
+		if errors.Is(err, ErrTooManySessions) {
+			s.m.emit(s.ctx, EventLoginRefused, ReasonSessionLimit, &Record{Meta: meta}, s.ip, s.ua)
+		}
 		return err
 	}
 	s.installLocked(rec, token)
 	s.m.emit(s.ctx, EventAuthenticated, "", rec, s.ip, s.ua)
+	for _, h := range evicted {
+		// The store knows only the handle of a session it ended; where
+		// that session was used from is not this request's address.
+		s.m.emit(s.ctx, EventRevoked, ReasonSessionLimit, &Record{Handle: h, Meta: Meta{UserID: userID}}, "", "")
+	}
 	return nil
+}
+
+// dataState is a session's data and pending changes, as saved by Login
+// to put back if it fails.
+type dataState struct {
+	data    map[string]json.RawMessage
+	owned   bool
+	set     map[string]json.RawMessage
+	removed map[string]struct{}
+	cleared bool
+}
+
+func (s *Session) saveDataLocked() dataState {
+	st := dataState{data: s.data, owned: s.dataOwned, set: maps.Clone(s.set), removed: maps.Clone(s.removed), cleared: s.cleared}
+	if s.dataOwned { // owned data changes in place; shared data never does
+		st.data = maps.Clone(s.data)
+	}
+	return st
+}
+
+func (s *Session) restoreDataLocked(st dataState) {
+	s.data, s.dataOwned = st.data, st.owned
+	s.set, s.removed, s.cleared = st.set, st.removed, st.cleared
+}
+
+// signIn stores the session prev (nil for a guest never saved) under a
+// new token with d applied, d carrying the new identity. data is the
+// session's whole data, for when prev is not stored.
+func (m *Manager) signIn(ctx context.Context, prev *Record, d Delta, data map[string]json.RawMessage, now time.Time, ip, ua string) (*Record, string, error) {
+	if prev != nil {
+		rec, token, err := m.rotate(ctx, prev, d)
+		if !errors.Is(err, ErrNotFound) {
+			return rec, token, err
+		}
+	}
+	// No stored session yet, or it ended during this request (expired,
+	// revoked): the user has just proved who they are, so start a new
+	// one from what this request saw.
+	rec := m.newRecord(now, ip, ua)
+	rec.Data = maps.Clone(data)
+	if d.Limit == nil {
+		rec.Meta, rec.Touch = *d.Meta, *d.Touch
+		token, err := m.create(ctx, rec)
+		return rec, token, err
+	}
+	// Only Rotate enforces a limit: store the data as a guest first,
+	// then sign that in. The extra round trip is paid only by a login
+	// with a limit and no stored guest session.
+	if _, err := m.create(ctx, rec); err != nil {
+		return nil, "", err
+	}
+	rec2, token, err := m.rotate(ctx, rec, Delta{Meta: d.Meta, Touch: d.Touch, Limit: d.Limit})
+	if err != nil {
+		if derr := m.store.Delete(context.WithoutCancel(ctx), rec.Key); derr != nil {
+			m.cfg.Logger.Warn("hallpass: could not delete the guest record of a refused login", "err", derr)
+		}
+		if errors.Is(err, ErrNotFound) { // removed in between: nothing to sign in
+			err = fmt.Errorf("%w: login: the new session vanished before sign-in", ErrStore)
+		}
+		return nil, "", err
+	}
+	return rec2, token, nil
 }
 
 // Renew issues a new token for the session and kills the old one at once.
@@ -472,7 +543,7 @@ func (m *Manager) rotate(ctx context.Context, prev *Record, d Delta) (*Record, s
 		if errors.Is(err, ErrExists) {
 			continue
 		}
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrTooManySessions) {
 			return nil, "", err
 		}
 		if err != nil {

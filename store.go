@@ -17,6 +17,10 @@ var (
 	ErrNotFound = errors.New("hallpass: session not found")
 	// ErrExists reports that Create or Rotate found the target key taken.
 	ErrExists = errors.New("hallpass: session key already exists")
+	// ErrTooManySessions reports that a Rotate carrying a Limit with
+	// RefuseNew found the user already at the limit. Login returns it too:
+	// the app can tell the user to sign out elsewhere first.
+	ErrTooManySessions = errors.New("hallpass: the user already has the most sessions allowed; sign out of another one first")
 )
 
 // ExpiredError is what Load may return for a record that has expired but
@@ -124,6 +128,34 @@ type Delta struct {
 	// record's Touch outright instead of moving it forward.
 	Meta  *Meta
 	Touch *Touch // when non-nil, moves activity forward (never back), unless Meta is set
+
+	// Limit, when non-nil on a Rotate, caps the sessions of the user the
+	// rotated record belongs to afterwards. Update ignores it.
+	Limit *Limit
+}
+
+// Limit caps how many live sessions one user may hold. A store checks it
+// in the same atomic step as the Rotate that carries it: two logins at
+// the same moment cannot both slip past it, and no other session of the
+// user can appear or move between the count and the write.
+//
+// The count is of the user's live records other than the two keys of the
+// Rotate (a session that signs in again is not a new one). When it is
+// Max or more, the Rotate either fails with ErrTooManySessions and
+// changes nothing (RefuseNew), or deletes as many of the user's oldest
+// sessions as make room for the rotated one: earliest Meta.AuthTime
+// first, ties broken by the lower Handle.
+type Limit struct {
+	// Max is how many live sessions the user may hold, the rotated one
+	// included. Zero or less means no limit.
+	Max int
+	// RefuseNew refuses the Rotate instead of ending older sessions.
+	RefuseNew bool
+	// Evicted, if non-nil, is called after a successful Rotate with the
+	// handle of each session it deleted to make room, so that the caller
+	// can report them. Stores call it before Rotate returns, never later,
+	// and never for a Rotate that fails.
+	Evicted func(handle string)
 }
 
 // IsZero reports whether d changes nothing.
@@ -198,6 +230,8 @@ type Store interface {
 	// Rotate atomically moves the live record at from to the key to,
 	// applying d on the way. Afterwards from is gone. It fails with
 	// ErrNotFound if from is not live, and ErrExists if to is taken.
+	// With d.Limit it also enforces the limit (see Limit), failing with
+	// ErrTooManySessions when it refuses.
 	Rotate(ctx context.Context, from, to Key, d Delta) error
 	// Delete removes the records at keys. Missing keys are not an error.
 	Delete(ctx context.Context, keys ...Key) error

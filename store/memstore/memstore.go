@@ -9,6 +9,8 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"math/bits"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -238,6 +240,15 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		return err
 	}
 	now := s.now()
+	if lim := d.Limit; lim != nil && lim.Max > 0 {
+		evicted, err := s.rotateLimited(from, to, d, now)
+		if err == nil && lim.Evicted != nil {
+			for _, h := range evicted {
+				lim.Evicted(h)
+			}
+		}
+		return err
+	}
 	fi, ti := s.shardIndex(from), s.shardIndex(to)
 	fs, ts := &s.shards[fi], &s.shards[ti]
 	switch {
@@ -255,27 +266,89 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		fs.mu.Lock()
 		defer fs.mu.Unlock()
 	}
+	r, err := s.rotatable(fs, ts, from, to, now)
+	if err != nil {
+		return err
+	}
+	s.move(fs, ts, r, to, d)
+	return nil
+}
+
+// rotateLimited is Rotate with a limit. It locks every shard: the user's
+// other sessions may be anywhere, and none of them may appear, move or
+// end between the count and the move. Logins are rare enough to pay
+// for that. It returns the handles of the sessions it ended.
+func (s *Store) rotateLimited(from, to hallpass.Key, d hallpass.Delta, now time.Time) ([]string, error) {
+	s.lockAll(false)
+	defer s.unlockAll(false)
+	fs, ts := &s.shards[s.shardIndex(from)], &s.shards[s.shardIndex(to)]
+	r, err := s.rotatable(fs, ts, from, to, now)
+	if err != nil {
+		return nil, err
+	}
+	user := r.UserID
+	if d.Meta != nil {
+		user = d.Meta.UserID
+	}
+	var evicted []string
+	if user != "" {
+		keys, _, _ := s.userKeys(user, nil)
+		var others []*hallpass.Record
+		for _, k := range keys {
+			if o := s.shards[s.shardIndex(k)].m[k]; k != from && k != to && o != nil && !o.Expired(now) {
+				others = append(others, o)
+			}
+		}
+		excess := len(others) - d.Limit.Max + 1
+		if excess > 0 && d.Limit.RefuseNew {
+			return nil, hallpass.ErrTooManySessions
+		}
+		if excess > 0 {
+			slices.SortFunc(others, func(a, b *hallpass.Record) int {
+				if c := a.AuthTime.Compare(b.AuthTime); c != 0 {
+					return c
+				}
+				return strings.Compare(a.Handle, b.Handle)
+			})
+			for _, o := range others[:excess] {
+				delete(s.shards[s.shardIndex(o.Key)].m, o.Key)
+				s.reindex(user, o.Key, "", o.Key)
+				evicted = append(evicted, o.Handle)
+			}
+		}
+	}
+	s.move(fs, ts, r, to, d)
+	return evicted, nil
+}
+
+// rotatable returns the live record at from if it may move to to, with
+// the locks of both shards held. A dead occupant of to is removed.
+func (s *Store) rotatable(fs, ts *recordShard, from, to hallpass.Key, now time.Time) (*hallpass.Record, error) {
 	r := fs.m[from]
 	if r == nil || r.Expired(now) {
-		return hallpass.ErrNotFound
+		return nil, hallpass.ErrNotFound
 	}
 	if old := ts.m[to]; old != nil {
 		if !old.Expired(now) { // includes from == to
-			return hallpass.ErrExists
+			return nil, hallpass.ErrExists
 		}
 		// Unindex the dead occupant first: it may have the same user as
-		// r, whose entry for to is added below.
+		// r, whose entry for to is added by move.
 		delete(ts.m, to)
 		s.reindex(old.UserID, to, "", to)
 	}
+	return r, nil
+}
+
+// move moves r to to, applying d, with the locks of both shards held.
+func (s *Store) move(fs, ts *recordShard, r *hallpass.Record, to hallpass.Key, d hallpass.Delta) {
 	c := r.Clone() // copy on write: readers may hold r
-	delete(fs.m, from)
+	delete(fs.m, r.Key)
 	d.Apply(c)
 	c.Key = to
 	c.Version++
 	ts.m[to] = c
-	s.reindex(r.UserID, from, c.UserID, to)
-	return nil
+	s.reindex(r.UserID, r.Key, c.UserID, to)
 }
 
 // Delete implements hallpass.Store.

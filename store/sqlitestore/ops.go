@@ -31,6 +31,8 @@ type queries struct {
 	copyTo      string
 	drop        string
 	loadData    string
+	userOf      string
+	peers       string
 }
 
 func newQueries(t string) queries {
@@ -66,6 +68,11 @@ func newQueries(t string) queries {
 			FROM ` + t + ` WHERE key = ? AND expires_at > ?`,
 		drop:     `DELETE FROM ` + t + ` WHERE key = ?`,
 		loadData: `SELECT data FROM ` + t + ` WHERE key = ? AND expires_at > ?`,
+		userOf:   `SELECT user_id FROM ` + t + ` WHERE key = ?`,
+		// Oldest first, as Limit orders them: a NULL auth_time is the zero
+		// time, and SQLite sorts NULL first; handles compare bytewise.
+		peers: `SELECT key, handle FROM ` + t + ` WHERE user_id = ? AND key <> ? AND expires_at > ?
+			ORDER BY auth_time, handle`,
 	}
 }
 
@@ -223,6 +230,7 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		return fail(ctx, op, err)
 	}
 	now := s.nowMS()
+	var evicted []string
 	err := s.inTx(ctx, func(c *sql.Conn) error {
 		// An expired row at to is absent: it must not make to look taken.
 		if _, err := c.ExecContext(ctx, s.q.dropExpired, to[:], now); err != nil {
@@ -245,12 +253,69 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		if _, err := c.ExecContext(ctx, s.q.drop, from[:]); err != nil {
 			return err
 		}
-		return s.applyTx(ctx, c, to, &d, now, true)
+		if err := s.applyTx(ctx, c, to, &d, now, true); err != nil {
+			return err
+		}
+		evicted, err = s.limitTx(ctx, c, to, d.Limit, now)
+		return err
 	})
-	if err != nil && !errors.Is(err, hallpass.ErrNotFound) && !errors.Is(err, hallpass.ErrExists) {
+	if err == nil && d.Limit != nil && d.Limit.Evicted != nil {
+		for _, h := range evicted {
+			d.Limit.Evicted(h)
+		}
+	}
+	if err != nil && !errors.Is(err, hallpass.ErrNotFound) && !errors.Is(err, hallpass.ErrExists) && !errors.Is(err, hallpass.ErrTooManySessions) {
 		return fail(ctx, op, err)
 	}
 	return err
+}
+
+// limitTx enforces lim for the row just rotated to to, inside Rotate's
+// transaction (BEGIN IMMEDIATE: no other writer runs until it commits).
+// from is already gone, so the user's other live rows are the count.
+func (s *Store) limitTx(ctx context.Context, c *sql.Conn, to hallpass.Key, lim *hallpass.Limit, now int64) ([]string, error) {
+	if lim == nil || lim.Max <= 0 {
+		return nil, nil
+	}
+	var user sql.NullString
+	if err := c.QueryRowContext(ctx, s.q.userOf, to[:]).Scan(&user); err != nil {
+		return nil, err
+	}
+	if !user.Valid || user.String == "" {
+		return nil, nil
+	}
+	rows, err := c.QueryContext(ctx, s.q.peers, user.String, to[:], now)
+	if err != nil {
+		return nil, err
+	}
+	var keys []hallpass.Key
+	var handles []string
+	for rows.Next() {
+		var k []byte
+		var h string
+		if err := rows.Scan(&k, &h); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		keys, handles = append(keys, hallpass.Key(k)), append(handles, h)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	excess := len(keys) - lim.Max + 1
+	if excess <= 0 {
+		return nil, nil
+	}
+	if lim.RefuseNew {
+		return nil, hallpass.ErrTooManySessions
+	}
+	if _, err := c.ExecContext(ctx, s.q.deleteKeys, keyList(keys[:excess])); err != nil {
+		return nil, err
+	}
+	return handles[:excess], nil
 }
 
 // Delete implements hallpass.Store.

@@ -788,6 +788,7 @@ func TestQueryPlans(t *testing.T) {
 		{"load", s.q.load, []any{k[:]}, "USING INDEX sqlite_autoindex_hallpass_sessions_1 (key=?)"},
 		{"list user", s.q.listUser, []any{"u", 0}, "USING INDEX hallpass_sessions_user_id (user_id=?)"},
 		{"delete user", s.q.deleteUser, []any{"u", 0, keyList(nil)}, "USING INDEX hallpass_sessions_user_id (user_id=?)"},
+		{"limit peers", s.q.peers, []any{"u", k[:], 0}, "USING INDEX hallpass_sessions_user_id (user_id=?)"},
 		{"delete keys", s.q.deleteKeys, []any{keyList([]hallpass.Key{k})}, "INDEX sqlite_autoindex_hallpass_sessions_1 (key=?)"},
 		{"sweep", s.q.sweep, []any{0, 10}, "USING INDEX hallpass_sessions_expires_at (expires_at<?)"},
 	} {

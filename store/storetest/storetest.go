@@ -57,6 +57,13 @@
 // and of concurrent Creates of a key, or Rotates from a key, exactly one
 // succeeds.
 //
+// Limits. A Rotate carrying a Limit counts the live records of the
+// user the record has afterwards (the Delta's Meta, or else its own),
+// other than from and to, and does so atomically with the move: however
+// many Rotates into one user run at once, at most Limit.Max sessions
+// remain, and with RefuseNew exactly as many succeed as fit. Evicted is
+// called once per deleted session, with its handle.
+//
 // Ownership. Records a store returns are read-only to the caller: a store
 // may hand the same record to many callers (from memory or a local cache),
 // so callers Clone before changing one; and a returned record is a

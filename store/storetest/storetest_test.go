@@ -187,6 +187,9 @@ func (s *refStore) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass
 	if t := s.m[to]; t != nil && s.live(t) && !s.has("rotateOverwrites") {
 		return hallpass.ErrExists
 	}
+	if err := s.limit(from, to, r, d); err != nil {
+		return err
+	}
 	if s.has("rotateKeepsOld") {
 		r = r.Clone()
 	} else {
@@ -206,6 +209,55 @@ func (s *refStore) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass
 	}
 	s.m[to] = r
 	s.users[to] = user
+	return nil
+}
+
+// limit enforces d.Limit for a Rotate of r, with s.mu held.
+func (s *refStore) limit(from, to hallpass.Key, r *hallpass.Record, d hallpass.Delta) error {
+	lim := d.Limit
+	if lim == nil || lim.Max <= 0 || s.has("limitIgnored") {
+		return nil
+	}
+	user := r.UserID
+	if d.Meta != nil {
+		user = d.Meta.UserID
+	}
+	if user == "" {
+		return nil
+	}
+	var others []*hallpass.Record
+	for k, o := range s.m {
+		if o.UserID == user && s.live(o) && (k != from || s.has("limitCountsSelf")) && k != to {
+			others = append(others, o)
+		}
+	}
+	if s.has("racyLimit") {
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		s.mu.Lock()
+	}
+	excess := len(others) - lim.Max + 1
+	if excess <= 0 {
+		return nil
+	}
+	if lim.RefuseNew {
+		return hallpass.ErrTooManySessions
+	}
+	slices.SortFunc(others, func(a, b *hallpass.Record) int {
+		if c := a.AuthTime.Compare(b.AuthTime); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Handle, b.Handle)
+	})
+	if s.has("limitEvictsNewest") {
+		slices.Reverse(others)
+	}
+	for _, o := range others[:excess] {
+		delete(s.m, o.Key)
+		if lim.Evicted != nil && !s.has("limitUnreported") {
+			lim.Evicted(o.Handle)
+		}
+	}
 	return nil
 }
 
@@ -314,22 +366,27 @@ func TestFaultsAreCaught(t *testing.T) {
 		// TouchConcurrent catches this too, but only when the scheduler
 		// runs the latest touch before some earlier one; UpdateTouch
 		// catches it every time.
-		"touchBackwards":   {"UpdateTouch"},
-		"noClear":          {"Update"},
-		"setBeforeRemove":  {"Update"},
-		"metaMerge":        {"Update"},
-		"rotateKeepsOld":   {"Rotate", "RotateChangesUser", "RotateConcurrent"},
-		"rotateOverwrites": {"RotateOntoExisting"},
-		"rotateNoDelta":    {"Rotate", "RotateChangesUser"},
-		"rotateSelf":       {"RotateOntoExisting"},
-		"targetFirst":      {"RotateMissing"},
-		"nonAtomicRotate":  {"ListUserDuringRotate", "DeleteUserDuringRotate"},
-		"staleIndex":       {"UpdateMetaMovesUser", "RotateChangesUser"},
-		"listGuests":       {"ListUser"},
-		"listExpired":      {"ExpireIdle", "ExpireAbsolute", "CreateExpired", "UpdateExpires", "ListUser"},
-		"ignoreKeep":       {"DeleteUser"},
-		"countExpired":     {"ExpireIdle", "CreateExpired", "DeleteUser"},
-		"deleteGuests":     {"DeleteUser"},
+		"touchBackwards":    {"UpdateTouch"},
+		"noClear":           {"Update"},
+		"setBeforeRemove":   {"Update"},
+		"metaMerge":         {"Update"},
+		"rotateKeepsOld":    {"Rotate", "RotateChangesUser", "RotateConcurrent"},
+		"rotateOverwrites":  {"RotateOntoExisting"},
+		"rotateNoDelta":     {"Rotate", "RotateChangesUser"},
+		"rotateSelf":        {"RotateOntoExisting"},
+		"targetFirst":       {"RotateMissing"},
+		"nonAtomicRotate":   {"ListUserDuringRotate", "DeleteUserDuringRotate"},
+		"staleIndex":        {"UpdateMetaMovesUser", "RotateChangesUser"},
+		"listGuests":        {"ListUser"},
+		"listExpired":       {"ExpireIdle", "ExpireAbsolute", "CreateExpired", "UpdateExpires", "ListUser"},
+		"ignoreKeep":        {"DeleteUser"},
+		"countExpired":      {"ExpireIdle", "CreateExpired", "DeleteUser"},
+		"deleteGuests":      {"DeleteUser"},
+		"limitIgnored":      {"LimitEvictsOldest", "LimitRefuseNew", "LimitCountsOthers", "LimitConcurrent"},
+		"limitCountsSelf":   {"LimitCountsOthers"},
+		"limitEvictsNewest": {"LimitEvictsOldest"},
+		"limitUnreported":   {"LimitEvictsOldest", "LimitConcurrent"},
+		"racyLimit":         {"LimitConcurrent"},
 	} {
 		t.Run(fault, func(t *testing.T) {
 			t.Parallel()
