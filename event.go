@@ -37,7 +37,8 @@ const (
 	ReasonRevokeAll          = "revoke_all"
 	ReasonRevokeOthers       = "revoke_others"
 	ReasonCredentialsChanged = "credentials_changed"
-	ReasonSessionLimit       = "session_limit" // ended, or refused, to keep a user within Config.MaxSessions
+	ReasonSessionLimit       = "session_limit"  // ended, or refused, to keep a user within Config.MaxSessions
+	ReasonRememberTheft      = "remember_theft" // a remember-me series presented with a wrong validator: see package remember
 )
 
 // Event describes one session lifecycle step. It carries the public
