@@ -98,6 +98,15 @@ func (m *Manager) revokeUser(ctx context.Context, userID, reason string, keep ..
 	if userID == "" {
 		return 0, nil
 	}
+	if reservedUser(userID) {
+		return 0, fmt.Errorf("hallpass: %q is not a user: the library keeps its own records under it", userID)
+	}
+	if r := m.cfg.Revocations; r != nil {
+		// First: if it fails, nothing was ended and the caller retries.
+		if err := r.RevokeUser(ctx, userID); err != nil {
+			return 0, err
+		}
+	}
 	n, err := m.store.DeleteUser(ctx, userID, keep...)
 	if err != nil {
 		return n, fmt.Errorf("%w: revoke sessions: %w", ErrStore, err)

@@ -99,6 +99,12 @@ type Config struct {
 	MaxSessions       int
 	RefuseNewSessions bool
 
+	// Revocations, if set, gets a cutoff for the user from RevokeAll and
+	// CredentialsChanged, so that the user's stateless credentials issued
+	// before (access tokens, sealed cookies) stop working on every
+	// instance too.
+	Revocations *Revocations
+
 	// OnIPChange and OnUserAgentChange say what happens when a signed-in
 	// session is used from another address, or from another browser
 	// (family: Firefox to Chrome, not Firefox 130 to 131), than last time.

@@ -305,6 +305,9 @@ func (s *Session) Login(userID string, opts LoginOptions) error {
 	if userID == "" {
 		return errors.New("hallpass: Login needs a non-empty user id")
 	}
+	if reservedUser(userID) {
+		return fmt.Errorf("hallpass: Login: user ids starting with %q are reserved for the library's own records", reservedUserPrefix)
+	}
 	if opts.Method == "" {
 		opts.Method = MethodPassword
 	}
