@@ -86,7 +86,7 @@ func (m *Manager) checkClient(ctx context.Context, s *Session) (bool, error) {
 	now := s.requestTime
 	switch policy {
 	case ClientChangeRevoke:
-		if err := m.store.Delete(ctx, rec.Key); err != nil {
+		if err := m.remove(ctx, rec); err != nil {
 			return false, fmt.Errorf("%w: revoke on client change: %w", ErrStore, err)
 		}
 		m.emit(ctx, EventRevoked, reasons[len(reasons)-1], rec, s.ip, s.ua)
@@ -107,7 +107,9 @@ func (m *Manager) checkClient(ctx context.Context, s *Session) (bool, error) {
 		// acted on once.
 		touch := Touch{LastSeen: now, IdleDeadline: rec.IdleDeadline, LastIP: s.ip, LastUA: s.ua}
 		d := Delta{Set: map[string]json.RawMessage{authKey: raw}, Meta: &meta, Touch: &touch}
-		if err := m.store.Update(ctx, rec.Key, d); err != nil {
+		if m.sealer != nil {
+			s.reseal = true
+		} else if err := m.store.Update(ctx, rec.Key, d); err != nil {
 			return false, fmt.Errorf("%w: downgrade on client change: %w", ErrStore, err)
 		}
 		next := rec.Clone()

@@ -39,6 +39,9 @@ func (m *Manager) userSessions(ctx context.Context, userID, current string) ([]S
 	if userID == "" {
 		return nil, nil
 	}
+	if m.sealer != nil {
+		return nil, ErrNoServerState
+	}
 	recs, err := m.store.ListUser(ctx, userID)
 	if err != nil {
 		return nil, fmt.Errorf("%w: list sessions: %w", ErrStore, err)
@@ -70,6 +73,17 @@ func (m *Manager) Revoke(ctx context.Context, userID, handle string) error {
 func (m *Manager) revoke(ctx context.Context, userID, handle, reason string) error {
 	if userID == "" || handle == "" {
 		return ErrUnknownHandle
+	}
+	if m.sealer != nil {
+		// No list to check the handle against: revoke it for as long as
+		// any cookie can live. A handle of another user's session is as
+		// unguessable as any, so this cannot be aimed at someone else.
+		until := m.now().Add(max(m.cfg.Lifetime, m.cfg.PersistentLifetime))
+		if err := m.cfg.Revocations.RevokeID(ctx, handle, until); err != nil {
+			return fmt.Errorf("%w: revoke: %w", ErrStore, err)
+		}
+		m.emit(ctx, EventRevoked, reason, &Record{Handle: handle, Meta: Meta{UserID: userID}}, "", "")
+		return nil
 	}
 	recs, err := m.store.ListUser(ctx, userID)
 	if err != nil {
@@ -106,6 +120,11 @@ func (m *Manager) revokeUser(ctx context.Context, userID, reason string, keep ..
 		if err := r.RevokeUser(ctx, userID); err != nil {
 			return 0, err
 		}
+	}
+	if m.sealer != nil {
+		// The cutoff above ended them; how many there were is unknown.
+		m.events.Emit(ctx, Event{Kind: EventRevoked, Reason: reason, UserID: userID, Time: m.now()})
+		return 0, nil
 	}
 	n, err := m.store.DeleteUser(ctx, userID, keep...)
 	if err != nil {
@@ -150,7 +169,12 @@ func (s *Session) RevokeOthers() (int, error) {
 	if rec == nil || rec.UserID == "" {
 		return 0, nil
 	}
-	return s.m.revokeUser(s.ctx, rec.UserID, ReasonRevokeOthers, rec.Key)
+	n, err := s.m.revokeUser(s.ctx, rec.UserID, ReasonRevokeOthers, rec.Key)
+	if err != nil || s.m.sealer == nil {
+		return n, err
+	}
+	// The user's cutoff caught this cookie too: issue it anew.
+	return n, s.Renew()
 }
 
 // CredentialsChanged is for after the signed-in user changed their

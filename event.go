@@ -21,6 +21,7 @@ const (
 	EventRevoked         EventKind = "revoked"          // ended by Revoke, RevokeAll or RevokeOthers
 	EventLoggedOut       EventKind = "logged_out"       // Logout
 	EventLoginRefused    EventKind = "login_refused"    // Login over Config.MaxSessions with RefuseNewSessions
+	EventWriteRefused    EventKind = "write_refused"    // a change that would not fit in a sealed cookie
 	EventSuspicious      EventKind = "suspicious"       // see the Reason* constants
 )
 
@@ -37,8 +38,11 @@ const (
 	ReasonRevokeAll          = "revoke_all"
 	ReasonRevokeOthers       = "revoke_others"
 	ReasonCredentialsChanged = "credentials_changed"
-	ReasonSessionLimit       = "session_limit"  // ended, or refused, to keep a user within Config.MaxSessions
-	ReasonRememberTheft      = "remember_theft" // a remember-me series presented with a wrong validator: see package remember
+	ReasonSessionLimit       = "session_limit"    // ended, or refused, to keep a user within Config.MaxSessions
+	ReasonRememberTheft      = "remember_theft"   // a remember-me series presented with a wrong validator: see package remember
+	ReasonTamperedCookie     = "tampered_cookie"  // a sealed cookie that does not open: forged, altered, or sealed with a retired key
+	ReasonRevokedCookie      = "revoked_cookie"   // a sealed cookie replayed after Logout or a revocation
+	ReasonCookieTooLarge     = "cookie_too_large" // see ErrCookieTooLarge
 )
 
 // Event describes one session lifecycle step. It carries the public

@@ -49,11 +49,15 @@ const (
 	maxTouchInterval             = time.Minute
 )
 
-// Config configures a Manager. Only Store is required; every zero value
-// means the documented default.
+// Config configures a Manager. Only Store (or Sealer) is required; every
+// zero value means the documented default.
 type Config struct {
 	// Store keeps the sessions.
 	Store Store
+	// Sealer, set instead of Store, keeps each session sealed in its
+	// cookie, with no server-side state (package cookiestore). It needs
+	// Revocations. See Sealer for what changes.
+	Sealer Sealer
 
 	// IdleTimeout ends a browser-session (non-persistent) session after
 	// this long without a request. Default 30 minutes.
@@ -192,12 +196,18 @@ type Manager struct {
 	rotateEvery, rotateGrace, theftWindow time.Duration
 	onIP, onUA                            ClientChange
 	flood                                 *floodGuard // nil when counting is off
+
+	sealer         Sealer // nil for a server-side Store
+	cookieOverhead int    // Set-Cookie bytes besides the value, for sealed cookies
 }
 
 // New returns a Manager for cfg, or an error naming what is wrong with it.
 func New(cfg Config) (*Manager, error) {
-	if cfg.Store == nil {
+	switch {
+	case cfg.Store == nil && cfg.Sealer == nil:
 		return nil, errors.New("hallpass: Config.Store is nil; use memstore.New(nil) for a single process")
+	case cfg.Store != nil && cfg.Sealer != nil:
+		return nil, errors.New("hallpass: set Config.Store or Config.Sealer, not both")
 	}
 	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&cfg.Lifetime, DefaultLifetime)
@@ -254,6 +264,11 @@ func New(cfg Config) (*Manager, error) {
 	case cfg.UnknownTokenLimit > 0:
 		m.flood = newFloodGuard(cfg.UnknownTokenLimit, floodTableSize)
 	}
+	if cfg.Sealer != nil {
+		if err := m.newSealed(); err != nil {
+			return nil, err
+		}
+	}
 	if cookie.Insecure {
 		cfg.Logger.Warn("hallpass: session cookie without Secure (Cookie.Insecure); anyone on the network path can steal sessions. Use only for plain-HTTP development hosts.")
 	}
@@ -266,7 +281,7 @@ func setDefault(d *time.Duration, def time.Duration) {
 	}
 }
 
-// Store returns the Manager's store.
+// Store returns the Manager's store, nil with a Sealer.
 func (m *Manager) Store() Store { return m.store }
 
 // CookieName returns the session cookie's name.
@@ -297,6 +312,9 @@ func (m *Manager) emit(ctx context.Context, kind EventKind, reason string, rec *
 // For ErrTooManyBadCookies it answers 429 Too Many Requests instead.
 func DefaultErrorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Cache-Control", "no-store")
+	if sealedErrorStatus(w, err) {
+		return
+	}
 	if errors.Is(err, ErrTooManyBadCookies) {
 		w.Header().Set("Retry-After", "60")
 		http.Error(w, "too many invalid session cookies; wait a minute and retry", http.StatusTooManyRequests)

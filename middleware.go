@@ -85,6 +85,9 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 		m.emit(ctx, EventSuspicious, ReasonDuplicateCookie, nil, s.ip, s.ua)
 		return m.badCookie(ctx, s)
 	}
+	if m.sealer != nil {
+		return m.loadSealed(ctx, s, value)
+	}
 	key, err := ParseToken(value)
 	if err != nil {
 		m.emit(ctx, EventSuspicious, ReasonMalformedCookie, nil, s.ip, s.ua)
@@ -209,7 +212,21 @@ func (s *Session) commit(w http.ResponseWriter, r *http.Request) error {
 		s.resetPendingLocked()
 		d = Delta{}
 	}
-	if !d.IsZero() {
+	if m.sealer != nil && (!d.IsZero() || s.reseal) {
+		rec := *s.rec
+		rec.Data = s.data
+		(&Delta{Touch: d.Touch}).Apply(&rec)
+		rec.Version++
+		token, err := m.seal(s.ctx, &rec, s.ip, s.ua)
+		if err != nil {
+			return err
+		}
+		s.rec, s.token, s.newCookie = &rec, token, true
+		s.resetPendingLocked()
+		if s.forceTouch {
+			m.emit(s.ctx, EventExtended, "", s.rec, s.ip, s.ua)
+		}
+	} else if !d.IsZero() {
 		err := m.store.Update(s.ctx, s.rec.Key, d)
 		if errors.Is(err, ErrNotFound) {
 			s.goneLocked()

@@ -1,6 +1,7 @@
 package hallpass
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,6 +55,7 @@ type Session struct {
 	// browser.
 	clientChanged bool
 	background    bool // do not slide the idle deadline
+	reseal        bool // a sealed session changed in load: send a new cookie
 	ip, ua, xff   string
 	requestTime   time.Time
 }
@@ -150,10 +152,30 @@ func (s *Session) Set(key string, v any) error {
 	if jsontext.HasEscapedNUL(raw) {
 		return fmt.Errorf("hallpass: session key %q: value contains a NUL character, which not every store can keep; encode it (base64, say)", key)
 	}
-	return s.change(func() {
+	var sizeErr error
+	err = s.change(func() {
 		s.ownDataLocked()
+		old, had := s.data[key]
+		oldSet, hadSet := s.set[key]
+		_, wasRemoved := s.removed[key]
 		s.setLocked(key, raw)
+		sizeErr = s.sizeCheckLocked(func() {
+			if had {
+				s.data[key] = old
+			} else {
+				delete(s.data, key)
+			}
+			if hadSet {
+				s.set[key] = oldSet
+			} else {
+				delete(s.set, key)
+			}
+			if wasRemoved {
+				s.removed[key] = struct{}{}
+			}
+		})
 	})
+	return cmp.Or(err, sizeErr)
 }
 
 // setLocked records raw at key in the data view and the pending delta.
@@ -520,7 +542,7 @@ func (s *Session) Logout() error {
 		return ErrResponseStarted
 	}
 	if s.rec != nil {
-		if err := s.m.store.Delete(s.ctx, s.rec.Key); err != nil {
+		if err := s.m.remove(s.ctx, s.rec); err != nil {
 			return fmt.Errorf("%w: logout: %w", ErrStore, err)
 		}
 		s.m.emit(s.ctx, EventLoggedOut, "", s.rec, s.ip, s.ua)
@@ -539,6 +561,9 @@ func (s *Session) Extend() error {
 // rotate moves prev to a fresh token, applying d. It returns the record
 // as now stored, or an error wrapping ErrNotFound if prev has ended.
 func (m *Manager) rotate(ctx context.Context, prev *Record, d Delta) (*Record, string, error) {
+	if m.sealer != nil {
+		return m.rotateSealed(ctx, prev, d)
+	}
 	for range 3 { // a taken 256-bit key means a broken RNG, not bad luck
 		token := NewToken()
 		key := KeyOf(token)
@@ -563,6 +588,10 @@ func (m *Manager) rotate(ctx context.Context, prev *Record, d Delta) (*Record, s
 
 // create stores rec under a fresh token, which it returns.
 func (m *Manager) create(ctx context.Context, rec *Record) (string, error) {
+	if m.sealer != nil {
+		rec.Version = 1
+		return m.seal(ctx, rec, rec.LastIP, rec.LastUA)
+	}
 	for range 3 {
 		token := NewToken()
 		rec.Key = KeyOf(token)
