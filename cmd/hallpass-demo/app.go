@@ -33,6 +33,7 @@ type options struct {
 	Lifetime    time.Duration // hallpass.Config.Lifetime
 	RotateEvery time.Duration // hallpass.Config.RotateEvery
 	RotateGrace time.Duration // hallpass.Config.RotateGrace
+	MaxSessions int           // hallpass.Config.MaxSessions (evicting the oldest)
 	// ReauthWindow is how recently the password must have been typed for
 	// a password change; default defaultReauthWindow.
 	ReauthWindow time.Duration
@@ -89,6 +90,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		Lifetime:    opts.Lifetime,
 		RotateEvery: opts.RotateEvery,
 		RotateGrace: opts.RotateGrace,
+		MaxSessions: opts.MaxSessions,
 		Logger:      opts.Logger, // events, warnings and store errors
 		Now:         opts.Now,
 	})

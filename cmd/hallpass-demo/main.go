@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	lifetime := fs.Duration("lifetime", 0, "end sessions this long after they start or sign in, whatever their activity; 0 means hallpass's default, 12h ($HALLPASS_LIFETIME)")
 	rotateEvery := fs.Duration("rotate-every", 0, "give signed-in sessions a new token when theirs is this old; 0 means hallpass's default, 15m; negative turns rotation off ($HALLPASS_ROTATE_EVERY)")
 	rotateGrace := fs.Duration("rotate-grace", 0, "keep a rotated-out token working this long, for requests already under way; 0 means hallpass's default, 1m ($HALLPASS_ROTATE_GRACE)")
+	maxSessions := fs.Int("max-sessions", 0, "most sessions one user may be signed in with; a login over it signs out the user's oldest session; 0 means no limit ($HALLPASS_MAX_SESSIONS)")
 	reauthWindow := fs.Duration("reauth-window", defaultReauthWindow, "ask for the password again before a password change unless it was typed within this long ($HALLPASS_REAUTH_WINDOW)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: hallpass-demo [flags]\n\nServes the hallpass demo app.\n\nFlags:\n")
@@ -72,7 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"addr": "HALLPASS_ADDR", "db": "HALLPASS_DB", "store": "HALLPASS_STORE",
 		"idle-timeout": "HALLPASS_IDLE_TIMEOUT", "lifetime": "HALLPASS_LIFETIME",
 		"rotate-every": "HALLPASS_ROTATE_EVERY", "rotate-grace": "HALLPASS_ROTATE_GRACE",
-		"reauth-window": "HALLPASS_REAUTH_WINDOW",
+		"reauth-window": "HALLPASS_REAUTH_WINDOW", "max-sessions": "HALLPASS_MAX_SESSIONS",
 	} {
 		if v := getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -102,6 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}{
 		{*rotateGrace < 0, "rotate-grace", "HALLPASS_ROTATE_GRACE", "must not be negative"},
 		{*reauthWindow <= 0, "reauth-window", "HALLPASS_REAUTH_WINDOW", "must be positive"},
+		{*maxSessions < 0, "max-sessions", "HALLPASS_MAX_SESSIONS", "must not be negative"},
 	} {
 		if c.bad {
 			v := fs.Lookup(c.name).Value
@@ -119,7 +121,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	a, err := newApp(ctx, db, options{
 		Store: *store, IdleTimeout: *idle, Lifetime: *lifetime,
 		RotateEvery: *rotateEvery, RotateGrace: *rotateGrace, ReauthWindow: *reauthWindow,
-		Logger: logger,
+		MaxSessions: *maxSessions,
+		Logger:      logger,
 	})
 	if err != nil {
 		return err

@@ -719,3 +719,17 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestMaxSessionsSignsOutTheOldest(t *testing.T) {
+	t.Parallel()
+	e := newEnvOptions(t, options{MaxSessions: 1})
+	first := e.client()
+	wantRedirectHome(t, first.signup("alice", "correct horse"))
+	wantBody(t, first.get("/"), "Signed in as alice")
+	second := e.client()
+	wantRedirectHome(t, second.login("alice", "correct horse", false))
+	wantBody(t, second.get("/"), "Signed in as alice")
+	if r := first.get("/"); !strings.Contains(r.body, "Guest") {
+		t.Errorf("with -max-sessions 1 the first browser is still signed in:\n%s", r.body)
+	}
+}
