@@ -18,8 +18,9 @@ import (
 // round trip per check. Stores used by one process need not implement
 // it.
 type Broadcaster interface {
-	// Broadcast delivers msg, at most 1 KiB, to the subscribers of every
-	// instance sharing the store, this one included.
+	// Broadcast delivers msg to the subscribers of every instance sharing
+	// the store, this one included. msg is UTF-8 text (JSON) without NUL,
+	// at most 1 KiB, so that every wire format carries it as is.
 	Broadcast(ctx context.Context, msg []byte) error
 	// Subscribe calls fn, one call at a time, with each message broadcast
 	// after Subscribe returns, and with nil whenever messages may have

@@ -411,3 +411,108 @@ func TestFaultsAreCaught(t *testing.T) {
 		})
 	}
 }
+
+// refBus is an in-process Broadcaster shared by two ends, as a server is
+// by two instances. Its faults each break one rule of RunBroadcaster.
+type refBus struct {
+	mu     sync.Mutex
+	subs   map[int]*refSub
+	next   int
+	faults []string
+}
+
+type refSub struct {
+	end int
+	mu  sync.Mutex
+	fn  func([]byte)
+}
+
+type refEnd struct {
+	bus *refBus
+	id  int
+}
+
+func (b *refBus) has(f string) bool { return slices.Contains(b.faults, f) }
+
+func (e refEnd) Broadcast(ctx context.Context, msg []byte) error {
+	b := e.bus
+	b.mu.Lock()
+	var subs []*refSub
+	for _, s := range b.subs {
+		if s.end == e.id && b.has("notSelf") {
+			continue
+		}
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	for _, s := range subs {
+		if !b.has("concurrentCalls") {
+			s.mu.Lock()
+		}
+		s.fn(bytes.Clone(msg))
+		if !b.has("concurrentCalls") {
+			s.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+func (e refEnd) Subscribe(fn func([]byte)) func() {
+	b := e.bus
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.subs == nil {
+		b.subs = make(map[int]*refSub)
+	}
+	id := b.next
+	b.next++
+	b.subs[id] = &refSub{end: e.id, fn: fn}
+	return func() {
+		if b.has("ignoreStop") {
+			return
+		}
+		b.mu.Lock()
+		delete(b.subs, id)
+		b.mu.Unlock()
+	}
+}
+
+func refPair(faults ...string) storetest.BroadcastPair {
+	return func(testing.TB) (hallpass.Broadcaster, hallpass.Broadcaster) {
+		bus := &refBus{faults: faults}
+		return refEnd{bus, 0}, refEnd{bus, 1}
+	}
+}
+
+func TestBroadcasterReference(t *testing.T) {
+	storetest.RunBroadcaster(t, refPair(), time.Second)
+}
+
+const busFaultEnv = "HALLPASS_STORETEST_BUS_FAULT"
+
+func TestBroadcasterFaultChild(t *testing.T) {
+	if f := os.Getenv(busFaultEnv); f != "" {
+		storetest.RunBroadcaster(t, refPair(f), 200*time.Millisecond)
+	}
+}
+
+func TestBroadcasterFaultsAreCaught(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a process per fault")
+	}
+	for fault, sub := range map[string]string{
+		"notSelf":         "Delivery",
+		"ignoreStop":      "Stop",
+		"concurrentCalls": "Many",
+	} {
+		t.Run(fault, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestBroadcasterFaultChild$/^"+sub+"$", "-test.count=1")
+			cmd.Env = append(os.Environ(), busFaultEnv+"="+fault)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !bytes.Contains(out, []byte("--- FAIL: TestBroadcasterFaultChild/"+sub+" ")) {
+				t.Errorf("RunBroadcaster/%s did not catch %s (err %v):\n%s", sub, fault, err, out)
+			}
+		})
+	}
+}
