@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/csrf"
+	"github.com/hallpass/hallpass/secure"
 )
 
 //go:embed templates/*.html
@@ -34,6 +36,12 @@ type options struct {
 	RotateEvery time.Duration // hallpass.Config.RotateEvery
 	RotateGrace time.Duration // hallpass.Config.RotateGrace
 	MaxSessions int           // hallpass.Config.MaxSessions (evicting the oldest)
+	// TrustedProxies may set X-Forwarded-For and -Proto (secure.Options).
+	TrustedProxies []string
+	// HTTPSPort is where plain-HTTP requests are redirected; 0 for 443.
+	HTTPSPort int
+	// EventLog, if set, also receives every session event as a JSON line.
+	EventLog io.Writer
 	// ReauthWindow is how recently the password must have been typed for
 	// a password change; default defaultReauthWindow.
 	ReauthWindow time.Duration
@@ -55,6 +63,7 @@ type app struct {
 	passwords *hasher
 	pages     map[string]*template.Template
 	log       *slog.Logger
+	transport *secure.Policy // HTTPS redirect, HSTS, trusted proxies
 	// reauthWindow is how recently the password must have been typed
 	// for a password change.
 	reauthWindow time.Duration
@@ -80,12 +89,22 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	pol, err := secure.New(&secure.Options{TrustedProxies: opts.TrustedProxies, HTTPSPort: opts.HTTPSPort})
+	if err != nil {
+		return nil, fmt.Errorf("-trusted-proxy: %w", err)
+	}
+	var events hallpass.Sink = hallpass.SlogSink{Logger: opts.Logger}
+	if opts.EventLog != nil {
+		events = hallpass.Sinks{events, hallpass.SlogSink{Logger: slog.New(slog.NewJSONHandler(opts.EventLog, nil))}}
+	}
 	st, err := openStore(ctx, opts.Store, db)
 	if err != nil {
 		return nil, err
 	}
 	m, err := hallpass.New(hallpass.Config{
 		Store:       st,
+		ClientIP:    pol.ClientIP,
+		Events:      events,
 		IdleTimeout: opts.IdleTimeout,
 		Lifetime:    opts.Lifetime,
 		RotateEvery: opts.RotateEvery,
@@ -106,6 +125,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		passwords: newHasher(opts.Argon2),
 		pages:     pages,
 		log:       opts.Logger,
+		transport: pol,
 
 		reauthWindow: opts.ReauthWindow,
 	}, nil
@@ -167,8 +187,12 @@ func (a *app) Handler() http.Handler {
 	// route, /session/extend included. The CSRF check reads the form, so
 	// it gets the app's own bound on form size.
 	protect := csrf.New(&csrf.Options{MaxFormBytes: maxFormBytes})
-	return a.sessions.Handler(securityHeaders(protect.Handler(mux)))
+	return a.transport.Handler(a.sessions.Handler(securityHeaders(protect.Handler(mux))))
 }
+
+// RedirectHandler answers every plain-HTTP request with a redirect to the
+// same URL over HTTPS, for -redirect-http.
+func (a *app) RedirectHandler() http.Handler { return a.transport.RedirectHandler() }
 
 // securityHeaders keeps the pages out of frames and from loading anything
 // but their own stylesheet: the app needs no scripts at all.

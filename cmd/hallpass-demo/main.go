@@ -13,6 +13,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/hallpass/hallpass/secure"
 )
 
 func main() {
@@ -61,6 +64,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	lifetime := fs.Duration("lifetime", 0, "end sessions this long after they start or sign in, whatever their activity; 0 means hallpass's default, 12h ($HALLPASS_LIFETIME)")
 	rotateEvery := fs.Duration("rotate-every", 0, "give signed-in sessions a new token when theirs is this old; 0 means hallpass's default, 15m; negative turns rotation off ($HALLPASS_ROTATE_EVERY)")
 	rotateGrace := fs.Duration("rotate-grace", 0, "keep a rotated-out token working this long, for requests already under way; 0 means hallpass's default, 1m ($HALLPASS_ROTATE_GRACE)")
+	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate `file` (PEM), with -tls-key ($HALLPASS_TLS_CERT)")
+	tlsKey := fs.String("tls-key", "", "the private key `file` (PEM) of -tls-cert ($HALLPASS_TLS_KEY)")
+	tlsSelfSigned := fs.Bool("tls-self-signed", false, "serve HTTPS with a certificate for localhost made at start ($HALLPASS_TLS_SELF_SIGNED)")
+	redirectHTTP := fs.String("redirect-http", "", "also listen on `host:port` for plain HTTP that only redirects to HTTPS ($HALLPASS_REDIRECT_HTTP)")
+	var proxies listFlag
+	fs.Var(&proxies, "trusted-proxy", "believe X-Forwarded-For and X-Forwarded-Proto only from this `CIDR` or address; repeatable ($HALLPASS_TRUSTED_PROXY, comma-separated)")
+	logFile := fs.String("log-file", "", "also append every session event to this `file`, one JSON object per line ($HALLPASS_LOG_FILE)")
 	maxSessions := fs.Int("max-sessions", 0, "most sessions one user may be signed in with; a login over it signs out the user's oldest session; 0 means no limit ($HALLPASS_MAX_SESSIONS)")
 	reauthWindow := fs.Duration("reauth-window", defaultReauthWindow, "ask for the password again before a password change unless it was typed within this long ($HALLPASS_REAUTH_WINDOW)")
 	fs.Usage = func() {
@@ -74,6 +84,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"idle-timeout": "HALLPASS_IDLE_TIMEOUT", "lifetime": "HALLPASS_LIFETIME",
 		"rotate-every": "HALLPASS_ROTATE_EVERY", "rotate-grace": "HALLPASS_ROTATE_GRACE",
 		"reauth-window": "HALLPASS_REAUTH_WINDOW", "max-sessions": "HALLPASS_MAX_SESSIONS",
+		"tls-cert": "HALLPASS_TLS_CERT", "tls-key": "HALLPASS_TLS_KEY", "tls-self-signed": "HALLPASS_TLS_SELF_SIGNED",
+		"redirect-http": "HALLPASS_REDIRECT_HTTP", "trusted-proxy": "HALLPASS_TRUSTED_PROXY", "log-file": "HALLPASS_LOG_FILE",
 	} {
 		if v := getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -104,6 +116,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		{*rotateGrace < 0, "rotate-grace", "HALLPASS_ROTATE_GRACE", "must not be negative"},
 		{*reauthWindow <= 0, "reauth-window", "HALLPASS_REAUTH_WINDOW", "must be positive"},
 		{*maxSessions < 0, "max-sessions", "HALLPASS_MAX_SESSIONS", "must not be negative"},
+		{(*tlsCert == "") != (*tlsKey == ""), "tls-cert", "HALLPASS_TLS_CERT", "needs -tls-key, and the other way round"},
+		{*tlsSelfSigned && *tlsCert != "", "tls-self-signed", "HALLPASS_TLS_SELF_SIGNED", "is instead of -tls-cert, not with it"},
+		{*redirectHTTP != "" && *tlsCert == "" && !*tlsSelfSigned, "redirect-http", "HALLPASS_REDIRECT_HTTP", "needs HTTPS to redirect to: -tls-cert or -tls-self-signed"},
 	} {
 		if c.bad {
 			v := fs.Lookup(c.name).Value
@@ -112,7 +127,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 
+	if _, err := secure.New(&secure.Options{TrustedProxies: proxies}); err != nil {
+		fmt.Fprintf(stderr, "invalid -trusted-proxy (or $HALLPASS_TRUSTED_PROXY): %v\n", err)
+		return errUsage
+	}
+
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	var eventLog io.Writer
+	if *logFile != "" {
+		f, err := os.OpenFile(*logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("-log-file: %w", err)
+		}
+		defer f.Close()
+		eventLog = f
+	}
+	useTLS := *tlsCert != "" || *tlsSelfSigned
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	httpsPort := 0 // plain HTTP: redirects, if any, go to 443
+	if useTLS {
+		httpsPort = ln.Addr().(*net.TCPAddr).Port
+	}
 	db, err := openDB(*dbPath)
 	if err != nil {
 		return err
@@ -121,17 +160,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	a, err := newApp(ctx, db, options{
 		Store: *store, IdleTimeout: *idle, Lifetime: *lifetime,
 		RotateEvery: *rotateEvery, RotateGrace: *rotateGrace, ReauthWindow: *reauthWindow,
-		MaxSessions: *maxSessions,
-		Logger:      logger,
+		MaxSessions: *maxSessions, TrustedProxies: proxies, HTTPSPort: httpsPort,
+		EventLog: eventLog,
+		Logger:   logger,
 	})
 	if err != nil {
 		return err
 	}
 	defer a.Close()
 
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
+	scheme := "http"
+	if useTLS {
+		scheme = "https"
 	}
 	srv := &http.Server{
 		Handler: a.Handler(),
@@ -143,10 +183,45 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	logger.Info("hallpass-demo listening", "url", "http://"+ln.Addr().String(), "db", *dbPath, "store", cmp.Or(redact(*store), *dbPath))
+	switch {
+	case *tlsSelfSigned:
+		cert, err := selfSigned(time.Now())
+		if err != nil {
+			return fmt.Errorf("-tls-self-signed: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	case *tlsCert != "":
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return fmt.Errorf("-tls-cert/-tls-key: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	logger.Info("hallpass-demo listening", "url", scheme+"://"+ln.Addr().String(), "db", *dbPath, "store", cmp.Or(redact(*store), *dbPath))
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	errc := make(chan error, 2)
+	go func() {
+		if useTLS {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
+	if *redirectHTTP != "" {
+		rln, err := net.Listen("tcp", *redirectHTTP)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		redirect := &http.Server{Handler: a.RedirectHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: srv.ErrorLog}
+		defer redirect.Close()
+		go func() {
+			if err := redirect.Serve(rln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("-redirect-http: %w", err)
+			}
+		}()
+		logger.Info("hallpass-demo redirecting plain HTTP", "addr", rln.Addr().String())
+	}
 	select {
 	case err := <-errc:
 		return err

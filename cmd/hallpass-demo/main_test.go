@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,11 +14,13 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hallpass/hallpass"
 )
@@ -601,6 +604,9 @@ func TestRunHelp(t *testing.T) {
 		"-addr", "localhost:8080", "HALLPASS_ADDR", "-db", "hallpass-demo.db", "HALLPASS_DB", "-idle-timeout", "-lifetime",
 		"-rotate-every", "HALLPASS_ROTATE_EVERY", "-rotate-grace", "HALLPASS_ROTATE_GRACE",
 		"-reauth-window", "HALLPASS_REAUTH_WINDOW", "(default 5m0s)",
+		"-max-sessions", "HALLPASS_MAX_SESSIONS", "-tls-cert", "HALLPASS_TLS_CERT", "-tls-key", "HALLPASS_TLS_KEY",
+		"-tls-self-signed", "HALLPASS_TLS_SELF_SIGNED", "-redirect-http", "HALLPASS_REDIRECT_HTTP",
+		"-trusted-proxy", "HALLPASS_TRUSTED_PROXY", "-log-file", "HALLPASS_LOG_FILE",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("-h output lacks %q:\n%s", want, out.String())
@@ -639,6 +645,11 @@ func TestRunBadFlags(t *testing.T) {
 		{"-reauth-window", "0s"},
 		{"-reauth-window", "-1m"},
 		{"-reauth-window", "5"},
+		{"-max-sessions", "-1"},
+		{"-tls-cert", "cert.pem"},
+		{"-tls-self-signed", "-tls-cert", "c.pem", "-tls-key", "k.pem"},
+		{"-redirect-http", "127.0.0.1:0"},
+		{"-trusted-proxy", "not-an-address"},
 	} {
 		t.Run(strings.Join(args, "="), func(t *testing.T) {
 			t.Parallel()
@@ -731,5 +742,84 @@ func TestMaxSessionsSignsOutTheOldest(t *testing.T) {
 	wantBody(t, second.get("/"), "Signed in as alice")
 	if r := first.get("/"); !strings.Contains(r.body, "Guest") {
 		t.Errorf("with -max-sessions 1 the first browser is still signed in:\n%s", r.body)
+	}
+}
+
+// TestRunTLSRedirectProxyAndEventLog starts the real server with a
+// self-signed certificate, a plain-HTTP redirect listener, a trusted proxy
+// and an event log file, and checks each.
+func TestRunTLSRedirectProxyAndEventLog(t *testing.T) {
+	t.Parallel()
+	logFile := filepath.Join(t.TempDir(), "events.jsonl")
+	args := []string{
+		"-addr", "127.0.0.1:0", "-db", filepath.Join(t.TempDir(), "run.db"),
+		"-tls-self-signed", "-redirect-http", "127.0.0.1:0",
+		"-trusted-proxy", "127.0.0.1/32", "-log-file", logFile,
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, func(string) string { return "" }, logs) }()
+	field := func(msg, key string) string {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, line := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(line, msg) {
+					_, v, _ := strings.Cut(line, key+"=")
+					v, _, _ = strings.Cut(v, " ")
+					return v
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("no %q line in the logs:\n%s", msg, logs.String())
+		return ""
+	}
+	url := field("hallpass-demo listening", "url")
+	redirectAddr := field("redirecting plain HTTP", "addr")
+	if !strings.HasPrefix(url, "https://127.0.0.1:") {
+		t.Fatalf("listening on %q, want https", url)
+	}
+	client := &http.Client{
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	req, _ := http.NewRequest("GET", url+"/", nil)
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	req.Header.Set("Cookie", "__Host-hallpass=garbage")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Errorf("GET / over TLS: %s, HSTS %q", resp.Status, resp.Header.Get("Strict-Transport-Security"))
+	}
+
+	resp, err = client.Get("http://" + redirectAddr + "/account?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := url + "/account?x=1"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
+		t.Errorf("plain HTTP: %s to %q, want 308 to %q", resp.Status, resp.Header.Get("Location"), want)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	events, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e struct{ Kind, Reason, IP, ForwardedFor string }
+	line, _, _ := strings.Cut(string(events), "\n")
+	if err := json.Unmarshal([]byte(line), &e); err != nil {
+		t.Fatalf("event log line %q: %v", line, err)
+	}
+	if e.Reason != "malformed_cookie" || e.IP != "203.0.113.9" {
+		t.Errorf("event log: %s; want malformed_cookie from the client behind the trusted proxy, 203.0.113.9", line)
 	}
 }
