@@ -284,6 +284,14 @@ func setDefault(d *time.Duration, def time.Duration) {
 // Store returns the Manager's store, nil with a Sealer.
 func (m *Manager) Store() Store { return m.store }
 
+// Events returns the sink the Manager emits to, so that companion
+// packages (remember, token) report to the same place by default.
+func (m *Manager) Events() Sink { return m.events }
+
+// ClientIP returns the client address the Manager records for r
+// (Config.ClientIP).
+func (m *Manager) ClientIP(r *http.Request) string { return m.cfg.ClientIP(r) }
+
 // CookieName returns the session cookie's name.
 func (m *Manager) CookieName() string { return m.cookie.Name }
 
