@@ -244,6 +244,14 @@ func newEnv(t *testing.T, store hallpass.Store, clock *storetest.Clock, mod func
 		}
 		fmt.Fprint(w, "bye")
 	})
+	mux.HandleFunc("POST /others", func(w http.ResponseWriter, r *http.Request) {
+		n, err := rm.ForgetOthers(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, n)
+	})
 	mux.HandleFunc("GET /me", func(w http.ResponseWriter, r *http.Request) {
 		s := hallpass.FromRequest(r)
 		a := s.Auth()

@@ -680,6 +680,38 @@ func (rm *Remember) forget(ctx context.Context, r *http.Request) error {
 // started stay: end them with Manager.RevokeAll or
 // Session.CredentialsChanged.
 func (rm *Remember) ForgetAll(ctx context.Context, userID string) (int, error) {
+	return rm.forgetWhere(ctx, userID, func(series) bool { return true })
+}
+
+// ForgetOthers ends every series of the request's signed-in user but the
+// one of this browser's cookie, for "sign out other devices" (next to
+// Session.RevokeOthers), and returns how many it ended.
+func (rm *Remember) ForgetOthers(r *http.Request) (int, error) {
+	s := hallpass.FromRequest(r)
+	if s == nil {
+		return 0, errors.New("remember: ForgetOthers outside hallpass's Handler")
+	}
+	var keep hallpass.Key
+	if value, n := readCookie(r.Header, rm.name); n == 1 {
+		if tok, err := parseToken(value); err == nil {
+			keep = seriesKey(tok.selector)
+		}
+	}
+	return rm.forgetWhere(r.Context(), s.UserID(), func(ser series) bool { return ser.key != keep })
+}
+
+// ForgetSession ends the series of userID that started, or was issued in,
+// the session with handle sessionHandle, for revoking one device (next
+// to Session.Revoke), and returns how many it ended.
+func (rm *Remember) ForgetSession(ctx context.Context, userID, sessionHandle string) (int, error) {
+	return rm.forgetWhere(ctx, userID, func(ser series) bool {
+		_, ok := ser.sessions[sessionHandle]
+		return ok
+	})
+}
+
+// forgetWhere ends the series of userID for which match is true.
+func (rm *Remember) forgetWhere(ctx context.Context, userID string, match func(series) bool) (int, error) {
 	if userID == "" {
 		return 0, nil
 	}
@@ -688,39 +720,44 @@ func (rm *Remember) ForgetAll(ctx context.Context, userID string) (int, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, wrapStore("forget all", err)
+		return 0, wrapStore("forget", err)
 	}
 	var keys []hallpass.Key
 	var handles []string
-	n := 0
 	for handle, raw := range idx.Data {
-		handles = append(handles, handle)
 		key, ok := parseKeyValue(raw)
 		if !ok {
+			handles = append(handles, handle) // damaged entry: drop it
 			continue
 		}
 		rec, err := rm.store.Load(ctx, key)
 		if errors.Is(err, hallpass.ErrNotFound) {
+			handles = append(handles, handle) // ended already: drop it
 			continue
 		}
 		if err != nil {
-			return 0, wrapStore("forget all", err)
+			return 0, wrapStore("forget", err)
 		}
-		if ser, err := decodeSeries(rec); err == nil && ser.user == userID {
+		ser, err := decodeSeries(rec)
+		if err != nil || ser.user != userID {
+			handles = append(handles, handle)
+			continue
+		}
+		if match(ser) {
 			keys = append(keys, key)
-			n++
+			handles = append(handles, handle)
 		}
 	}
 	if len(keys) > 0 {
 		if err := rm.store.Delete(ctx, keys...); err != nil {
-			return 0, wrapStore("forget all", err)
+			return 0, wrapStore("forget", err)
 		}
 	}
 	if len(handles) > 0 {
 		// Removing only what was read keeps a series issued meanwhile.
 		rm.unindex(ctx, userID, handles...)
 	}
-	return n, nil
+	return len(keys), nil
 }
 
 func wrapStore(op string, err error) error {

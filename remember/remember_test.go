@@ -613,3 +613,60 @@ func TestConfig(t *testing.T) {
 		t.Errorf("Insecure: %v, name %q", err, rm.CookieName())
 	}
 }
+
+// TestForgetOthers: "sign out other devices" ends the other browsers'
+// series and keeps this one's.
+func TestForgetOthers(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		alice, bob := user("alice"), user("bob")
+		e, laptop := issued(t, open, nil, alice)
+		phone, tablet, bobs := e.browser(), e.browser(), e.browser()
+		phone.login(alice, true)
+		tablet.login(alice, true)
+		bobs.login(bob, true)
+
+		if r := laptop.do("POST", "/others"); r.body != "2" {
+			t.Fatalf("ForgetOthers ended %q series, want 2", r.body)
+		}
+		for _, br := range []*browser{phone, tablet} {
+			if m, _ := comeBack(br).whoami(); m.User != "" {
+				t.Error("another device's series survived ForgetOthers")
+			}
+		}
+		if m, _ := comeBack(laptop).whoami(); m.User != alice {
+			t.Error("this device's series ended with the others")
+		}
+		if m, _ := comeBack(bobs).whoami(); m.User != bob {
+			t.Error("bob's series ended")
+		}
+	})
+}
+
+// TestForgetSession: revoking one device ends the series that device's
+// session came from, and no other.
+func TestForgetSession(t *testing.T) {
+	eachStore(t, func(t *testing.T, open opener) {
+		alice := user("alice")
+		e, laptop := issued(t, open, nil, alice)
+		phone := e.browser()
+		phone.login(alice, true)
+		back := comeBack(phone)
+		m, _ := back.whoami() // signed in by the phone's series
+		if m.User != alice || m.Series == "" {
+			t.Fatalf("the phone did not come back through its series: %+v", m)
+		}
+		n, err := e.rm.ForgetSession(t.Context(), alice, m.Handle)
+		if err != nil || n != 1 {
+			t.Fatalf("ForgetSession = %d, %v; want 1", n, err)
+		}
+		if m, _ := comeBack(back).whoami(); m.User != "" {
+			t.Error("the revoked device's series still signs in")
+		}
+		if m, _ := comeBack(laptop).whoami(); m.User != alice {
+			t.Error("another device's series ended")
+		}
+		if n, err := e.rm.ForgetSession(t.Context(), alice, "no-such-session"); err != nil || n != 0 {
+			t.Errorf("ForgetSession of an unknown handle = %d, %v; want 0", n, err)
+		}
+	})
+}

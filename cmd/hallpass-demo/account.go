@@ -132,6 +132,10 @@ func (a *app) changePassword(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, fmt.Errorf("password changed, but signing out other sessions failed: %w", err))
 		return
 	}
+	if _, err := a.remember.ForgetAll(r.Context(), s.UserID()); err != nil {
+		a.serverError(w, r, fmt.Errorf("password changed, but ending remember-me series failed: %w", err))
+		return
+	}
 	if err := s.Set(flashKey, "Password changed; other devices signed out."); err != nil {
 		a.serverError(w, r, err)
 		return
@@ -176,6 +180,19 @@ func (a *app) revokeDevice(w http.ResponseWriter, r *http.Request) {
 	s := hallpass.FromRequest(r)
 	handle := r.PathValue("handle")
 	self := handle == s.Handle()
+	// The device's remember-me series goes first: otherwise it would sign
+	// the device straight back in.
+	if _, err := a.remember.ForgetSession(r.Context(), s.UserID(), handle); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if self {
+		// This browser's remember-me cookie goes too.
+		if err := a.remember.Forget(w, r); err != nil {
+			a.serverError(w, r, err)
+			return
+		}
+	}
 	err := s.Revoke(handle)
 	if errors.Is(err, hallpass.ErrUnknownHandle) {
 		a.render(w, r, http.StatusNotFound, "notfound", "Not found", u, "None of your devices has that id; it may be signed out already.")
@@ -204,6 +221,10 @@ func (a *app) revokeOthers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := hallpass.FromRequest(r)
+	if _, err := a.remember.ForgetOthers(r); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
 	n, err := s.RevokeOthers()
 	if err != nil {
 		a.serverError(w, r, err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/csrf"
+	"github.com/hallpass/hallpass/remember"
 	"github.com/hallpass/hallpass/secure"
 )
 
@@ -42,6 +43,9 @@ type options struct {
 	HTTPSPort int
 	// EventLog, if set, also receives every session event as a JSON line.
 	EventLog io.Writer
+	// RememberFor is how long "keep me signed in" lasts after the last
+	// visit (remember.Config.Lifetime).
+	RememberFor time.Duration
 	// ReauthWindow is how recently the password must have been typed for
 	// a password change; default defaultReauthWindow.
 	ReauthWindow time.Duration
@@ -64,6 +68,7 @@ type app struct {
 	pages     map[string]*template.Template
 	log       *slog.Logger
 	transport *secure.Policy // HTTPS redirect, HSTS, trusted proxies
+	remember  *remember.Remember
 	// reauthWindow is how recently the password must have been typed
 	// for a password change.
 	reauthWindow time.Duration
@@ -117,7 +122,18 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		st.Close()
 		return nil, err
 	}
+	key, err := secret(ctx, db, "remember")
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	rm, err := remember.New(remember.Config{Sessions: m, Key: key, Lifetime: opts.RememberFor, Now: opts.Now})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	return &app{
+		remember:  rm,
 		db:        db,
 		store:     st,
 		sessions:  m,
@@ -187,7 +203,9 @@ func (a *app) Handler() http.Handler {
 	// route, /session/extend included. The CSRF check reads the form, so
 	// it gets the app's own bound on form size.
 	protect := csrf.New(&csrf.Options{MaxFormBytes: maxFormBytes})
-	return a.transport.Handler(a.sessions.Handler(securityHeaders(protect.Handler(mux))))
+	// A browser coming back with only its remember-me cookie is signed in
+	// before anything reads the session.
+	return a.transport.Handler(a.sessions.Handler(a.remember.Handler(securityHeaders(protect.Handler(mux)))))
 }
 
 // RedirectHandler answers every plain-HTTP request with a redirect to the

@@ -193,6 +193,15 @@ func (a *app) signIn(w http.ResponseWriter, r *http.Request, id int64, remember 
 		a.serverError(w, r, err)
 		return
 	}
+	if remember {
+		// The session is persistent, and when it ends (idle, lifetime,
+		// a cleared cookie) the browser is signed in again by its
+		// remember-me series, which never holds the password.
+		if err := a.remember.Issue(w, r); err != nil {
+			a.serverError(w, r, err)
+			return
+		}
+	}
 	if err := s.Set(flashKey, "Signed in."); err != nil {
 		a.serverError(w, r, err)
 		return
@@ -204,6 +213,11 @@ func (a *app) signIn(w http.ResponseWriter, r *http.Request, id int64, remember 
 // is worthless from now on.
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	s := hallpass.FromRequest(r)
+	// This device only: its remember-me series ends with the session.
+	if err := a.remember.Forget(w, r); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
 	if err := s.Logout(); err != nil {
 		a.serverError(w, r, err)
 		return

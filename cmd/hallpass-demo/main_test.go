@@ -823,3 +823,46 @@ func TestRunTLSRedirectProxyAndEventLog(t *testing.T) {
 		t.Errorf("event log: %s; want malformed_cookie from the client behind the trusted proxy, 203.0.113.9", line)
 	}
 }
+
+// restart is the client after the browser closed: its cookies without a
+// session cookie, as when the session has ended.
+func (c *client) restart() *client {
+	u, _ := url.Parse(c.e.srv.URL)
+	n := c.e.client()
+	n.ua = c.ua
+	var keep []*http.Cookie
+	for _, ck := range c.c.Jar.Cookies(u) {
+		if ck.Name != cookieName {
+			keep = append(keep, &http.Cookie{Name: ck.Name, Value: ck.Value, Path: "/"})
+		}
+	}
+	n.c.Jar.SetCookies(u, keep)
+	return n
+}
+
+func TestRememberMe(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	wantRedirectHome(t, e.client().signup("alice", "correct horse"))
+
+	c := e.client()
+	wantRedirectHome(t, c.login("alice", "correct horse", true))
+	back := c.restart()
+	wantBody(t, back.get("/"), "Signed in as alice")
+	wantBody(t, back.get("/account"), "yes: signed in by a remember-me token")
+
+	// Sign out other devices ends their series too: the first browser
+	// does not come back.
+	d := e.client()
+	wantRedirectHome(t, d.login("alice", "correct horse", false))
+	wantRedirect(t, d.post("/account/sessions/revoke-others", nil), "/account/sessions")
+	wantBody(t, c.restart().get("/"), "Guest")
+
+	// Logout ends this device's series.
+	e2 := e.client()
+	wantRedirectHome(t, e2.login("alice", "correct horse", true))
+	gone := e2.restart() // a copy of the cookies from before the logout
+	wantRedirectHome(t, e2.post("/logout", nil))
+	wantBody(t, gone.restart().get("/"), "Guest")
+	wantBody(t, e2.restart().get("/"), "Guest")
+}
