@@ -93,6 +93,13 @@ func (m *Manager) revoke(ctx context.Context, userID, handle, reason string) err
 		if r.Handle != handle || r.UserID != userID {
 			continue
 		}
+		if rv := m.cfg.Revocations; rv != nil {
+			// Tokens issued for this session (package token) name its
+			// handle; they end with it, for as long as any can live.
+			if err := rv.RevokeID(ctx, handle, m.now().Add(rv.Retain())); err != nil {
+				return err
+			}
+		}
 		if err := m.store.Delete(ctx, r.Key); err != nil {
 			return fmt.Errorf("%w: revoke: %w", ErrStore, err)
 		}

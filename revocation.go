@@ -176,7 +176,14 @@ func (r *Revocations) RevokeUser(ctx context.Context, userID string) error {
 		return errors.New("hallpass: RevokeUser needs a user id")
 	}
 	now := r.now()
-	return r.add(ctx, revocation{Kind: "u", Subject: userID, Cutoff: now.UnixMilli(), Until: now.Add(r.retain).UnixMilli()})
+	cutoff := now.UnixMilli()
+	// Each cutoff is later than the one before, even within a
+	// millisecond, so that a credential issued between two revocations
+	// cannot survive the second.
+	if prev := r.Cutoff(userID); !prev.IsZero() && prev.UnixMilli() >= cutoff {
+		cutoff = prev.UnixMilli() + 1
+	}
+	return r.add(ctx, revocation{Kind: "u", Subject: userID, Cutoff: cutoff, Until: now.Add(r.retain).UnixMilli()})
 }
 
 // Retain returns how long a user's cutoff is kept: the longest lifetime

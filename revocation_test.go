@@ -303,3 +303,48 @@ func TestSignOutEverywhereCutsOffStatelessCredentials(t *testing.T) {
 		})
 	}
 }
+
+func TestCutoffsStrictlyIncrease(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	s := memstore.New(&memstore.Options{Now: clock.Now})
+	defer s.Close()
+	r := newRevocations(t, s, clock, time.Hour)
+	if err := r.RevokeUser(t.Context(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	between := r.Cutoff("alice") // issued right after the first, same millisecond
+	if r.Revoked("alice", "", between) {
+		t.Fatal("a credential issued at the cutoff is revoked")
+	}
+	if err := r.RevokeUser(t.Context(), "alice"); err != nil { // the clock has not moved
+		t.Fatal(err)
+	}
+	if !r.Revoked("alice", "", between) {
+		t.Error("a credential issued between two revocations in one millisecond survived the second")
+	}
+}
+
+// TestRevokeDeviceRevokesItsHandle: tokens issued for a session name its
+// handle, so revoking the device puts the handle on the list.
+func TestRevokeDeviceRevokesItsHandle(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	s := memstore.New(&memstore.Options{Now: clock.Now})
+	defer s.Close()
+	r := newRevocations(t, s, clock, time.Hour)
+	h := newHarness(t, hallpass.Config{Store: s, Revocations: r})
+	c := h.signIn("alice", "Firefox", "192.0.2.1")
+	recs, err := s.ListUser(t.Context(), "alice")
+	if err != nil || len(recs) != 1 {
+		t.Fatal(len(recs), err)
+	}
+	handle := recs[0].Handle
+	if err := h.m.Revoke(t.Context(), "alice", handle); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Revoked("", handle, clock.Now()) {
+		t.Error("the revoked device's handle is not on the list")
+	}
+	if got := h.who(c); got != "guest" {
+		t.Errorf("the revoked device is %q", got)
+	}
+}
