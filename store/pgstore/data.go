@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"encoding/json"
-	"errors"
 	"github.com/hallpass/hallpass/internal/jsontext"
 	"github.com/hallpass/hallpass/store/internal/sqlvalue"
 	"unicode/utf8"
@@ -83,20 +82,4 @@ func encodeDelta(set map[string]json.RawMessage, removeKeys []string, clearAll b
 		remove = append(remove, sqlvalue.ValidKey(k))
 	}
 	return patch, remove, nil
-}
-
-// decodeData returns nil for an empty object, as a record created without
-// data has a nil map.
-func decodeData(b []byte) (map[string]json.RawMessage, error) {
-	if len(b) == 2 && b[0] == '{' && b[1] == '}' {
-		return nil, nil
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, errors.New("stored data is not a JSON object")
-	}
-	if len(m) == 0 {
-		return nil, nil
-	}
-	return m, nil
 }

@@ -86,9 +86,23 @@ func (s *Store) load(ctx context.Context, key hallpass.Key, now time.Time, gen u
 	octx, cancel := s.opCtx(ctx)
 	defer cancel()
 	var sc scanned
-	err := retry(octx, func() (err error) {
-		sc, err = scanRecord(s.pool.QueryRow(octx, s.q.load, key[:]), true)
-		return err
+	err := retry(octx, func() error {
+		rows, err := s.pool.Query(octx, s.q.load, key[:])
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		if !rows.Next() {
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return pgx.ErrNoRows
+		}
+		if sc, err = readRecord(rows, true); err != nil {
+			return err
+		}
+		rows.Close()
+		return rows.Err()
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, hallpass.ErrNotFound
@@ -104,6 +118,8 @@ func (s *Store) load(ctx context.Context, key hallpass.Key, now time.Time, gen u
 }
 
 // Update implements hallpass.Store in one statement; see buildUpdate.
+// With the cache on, the statement returns the updated row, and the cache
+// keeps it, so that the session's next request need not read it.
 func (s *Store) Update(ctx context.Context, key hallpass.Key, d hallpass.Delta) error {
 	const op = "update"
 	if err := ctx.Err(); err != nil {
@@ -113,20 +129,51 @@ func (s *Store) Update(ctx context.Context, key hallpass.Key, d hallpass.Delta) 
 	if err != nil {
 		return fail(ctx, op, err)
 	}
-	u := s.q.buildUpdate(key, nil, &d, patch, remove, s.nowMS(), key.String())
+	fill := s.cache != nil
+	u := s.q.buildUpdate(key, nil, &d, patch, remove, s.nowMS(), key.String(), fill)
 	octx, cancel := s.opCtx(ctx)
 	defer cancel()
-	var tag pgconn.CommandTag
-	err = retry(octx, func() (err error) {
-		tag, err = s.pool.Exec(octx, u.sql, u.args...)
-		return err
-	})
-	// Even a failed write may have committed.
-	s.cache.evict(key)
+	s.cache.beginWrite(key)
+	var (
+		sc      scanned
+		changed bool
+	)
+	if fill {
+		err = retry(octx, func() error {
+			sc = scanned{}
+			rows, err := s.pool.Query(octx, u.sql, u.args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			if rows.Next() {
+				if sc, err = readRecord(rows, true); err != nil {
+					return err
+				}
+			}
+			rows.Close()
+			return rows.Err()
+		})
+		changed = sc.r != nil
+	} else {
+		var tag pgconn.CommandTag
+		err = retry(octx, func() (err error) {
+			tag, err = s.pool.Exec(octx, u.sql, u.args...)
+			return err
+		})
+		changed = tag.RowsAffected() > 0
+	}
+	if err != nil || !changed {
+		s.cache.endWrite(key, nil, 0)
+		// Even a failed write may have committed.
+		s.cache.evict(key)
+	} else {
+		s.cache.endWrite(key, sc.r, sc.dataSize)
+	}
 	if err != nil {
 		return fail(ctx, op, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if !changed {
 		return hallpass.ErrNotFound
 	}
 	return nil
@@ -167,7 +214,7 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		return hallpass.ErrExists
 	}
 
-	u := s.q.buildUpdate(from, &to, &d, patch, remove, now, from.String()+","+to.String())
+	u := s.q.buildUpdate(from, &to, &d, patch, remove, now, from.String()+","+to.String(), false)
 	var tag pgconn.CommandTag
 	err = retry(octx, func() error {
 		b := &pgx.Batch{}
@@ -243,7 +290,7 @@ func (s *Store) ListUser(ctx context.Context, userID string) ([]*hallpass.Record
 		}
 		defer rows.Close()
 		for rows.Next() {
-			sc, err := scanRecord(rows, false)
+			sc, err := readRecord(rows, false)
 			if err != nil {
 				return err
 			}

@@ -67,6 +67,22 @@
 // invisible to every method and are deleted by a sweeper in chunks, by
 // one instance at a time (a PostgreSQL advisory lock).
 //
+// # Durability
+//
+// Create, Rotate, Delete, DeleteUser and an Update that changes Meta
+// commit as the server is configured to (synchronous_commit, on by
+// default): when they return, they survive a crash. An Update of data and
+// activity alone, what most requests write, sets synchronous_commit off
+// for its own transaction, so it does not wait for the WAL flush, about
+// half of what a write costs on a disk that honors fsync. It is visible
+// to everyone at once and cannot be lost half-way; what a crash may lose
+// is the last few hundred milliseconds of such updates, never a
+// revocation or a login: the WAL is written in order, so the flush a
+// later synchronous commit waits for (a logout, say) makes every earlier
+// update durable with it, and a lost update cannot bring back what a
+// delete removed. Options.SyncUpdates turns this off. With synchronous
+// replication, such updates do not wait for standbys either.
+//
 // Until it is swept, Load reports an expired row as a
 // *hallpass.ExpiredError, which matches hallpass.ErrNotFound and carries
 // the record, so the engine can say which deadline passed.
@@ -95,20 +111,37 @@
 // Every write that changes or removes existing rows (Update, Rotate,
 // Delete, DeleteUser) sends a NOTIFY in the same statement, so it fires
 // only if the write commits, naming the changed keys in hex, at most 100
-// per notification. Each Store LISTENs on a dedicated connection and
-// evicts the keys it hears about; a write also evicts its keys from its
-// own Store's cache at once. Entries live at most CacheTTL, which bounds
-// staleness even if a notification is lost. While the listening
-// connection is down (or stops answering its pings) the cache is emptied
-// and not used; it is used again once LISTEN is re-established, with
-// reconnects backing off up to 5 s.
+// per notification; an Update names its key with the version it made,
+// "<hex>:<version>". Each Store LISTENs on a dedicated connection and
+// evicts the keys it hears about, except for an update whose version it
+// already holds; the other writes also evict their keys from their own
+// Store's cache at once. Entries live at most CacheTTL, which bounds staleness even if
+// a notification is lost. While the listening connection is down (or
+// stops answering its pings) the cache is emptied and not used; it is
+// used again once LISTEN is re-established, with reconnects backing off
+// up to 5 s.
+//
+// With the cache on, an Update's statement also returns the row it made,
+// and the Store caches it, so that a session's next request reads
+// nothing: a write request is one round trip, not two. The row is cached
+// only if nothing happened to the key while the write was in flight that
+// the row would not include (a delete, a rotation, a newer update, the
+// cache dropped); its own notification, which may arrive before or after
+// the row, carries the version the cache holds and is ignored. A later
+// change by any instance evicts it as any other entry. Instances of an
+// earlier release, which know only plain keys, empty their whole cache on
+// a versioned notification: safe, but slow, until all are upgraded.
 //
 // Create sends no notification: it only ever replaces a row that has
 // expired, which caches already treat as absent. The sweeper sends none
-// either, for the same reason. Sending NOTIFY costs every write a little
-// (PostgreSQL serializes committing transactions that notify); a
-// deployment where no instance sets CacheTTL can turn it off with
-// Options.DisableNotify.
+// either, for the same reason. Sending NOTIFY costs every write a little,
+// and concurrent writes more: PostgreSQL holds a database-wide lock from
+// just before a notifying transaction commits until after its commit
+// record is flushed, so notifying commits cannot share a WAL flush. The
+// updates that commit without waiting for the flush (see Durability)
+// hold it only briefly. A writer cannot tell whether anyone listens, so
+// notifications are not skipped on its own judgement: a deployment where
+// no instance sets CacheTTL can turn them off with Options.DisableNotify.
 //
 // The listener and the sweeper's advisory lock need session-level
 // connections: behind PgBouncer, use session pooling, or a direct
@@ -164,6 +197,16 @@ type Options struct {
 	CacheEntries int
 	// CacheBytes bounds the cache's approximate size, default 64 MiB.
 	CacheBytes int64
+
+	// SyncUpdates makes Update wait, like every other write, for its
+	// commit to reach disk. By default an Update that changes only data
+	// and activity (no Meta) commits with synchronous_commit off: it is
+	// visible to every other transaction at once, but a database crash
+	// may lose the last such updates (up to three times PostgreSQL's
+	// wal_writer_delay, 600 ms by default), as Redis's default
+	// appendfsync everysec may. Set it if session data carries what must
+	// survive a crash, or to keep synchronous replication for updates.
+	SyncUpdates bool
 
 	// DisableNotify stops writes from sending notifications. Set it only
 	// if no instance sharing the table uses CacheTTL; it cannot be
@@ -308,7 +351,7 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, owned bool, opts *Options
 		timeout:   o.Timeout,
 		chunk:     o.SweepChunk,
 		log:       o.Logger,
-		q:         newQueries(o.Table, !o.DisableNotify),
+		q:         newQueries(o.Table, !o.DisableNotify, !o.SyncUpdates),
 	}
 	if err := s.createSchema(ctx); err != nil {
 		return nil, fail(ctx, "create schema", err)
@@ -366,13 +409,19 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// opCtx bounds one call by Options.Timeout.
+// opCtx bounds one call by Options.Timeout. A caller's deadline that
+// comes first already bounds it, and a timer of our own would cost the
+// call a few allocations and pgx a context to watch for nothing.
 func (s *Store) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if s.timeout > 0 {
-		return context.WithTimeout(ctx, s.timeout)
+		if d, ok := ctx.Deadline(); !ok || time.Until(d) > s.timeout {
+			return context.WithTimeout(ctx, s.timeout)
+		}
 	}
-	return ctx, func() {}
+	return ctx, noCancel
 }
+
+func noCancel() {}
 
 // nowMS is the store's current time. Rows with expires_at <= nowMS are
 // expired.

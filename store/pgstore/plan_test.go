@@ -41,7 +41,8 @@ func TestQueryPlans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upd := s.q.buildUpdate(key, nil, &d, patch, remove, now, key.String())
+	upd := s.q.buildUpdate(key, nil, &d, patch, remove, now, key.String(), false)
+	fill := s.q.buildUpdate(key, nil, &d, patch, remove, now, key.String(), true)
 
 	pkey := pgx.Identifier{table + "_pkey"}.Sanitize()
 	for _, c := range []struct {
@@ -51,6 +52,7 @@ func TestQueryPlans(t *testing.T) {
 	}{
 		{"Load", s.q.load, []string{keyLit}, pkey},
 		{"Update", upd.sql, literals(t, upd.args), pkey},
+		{"UpdateFill", fill.sql, literals(t, fill.args), pkey},
 		{"ListUser", s.q.listUser, []string{"'user-7'", fmt.Sprint(now)}, s.q.userIndexIdent},
 		{"DeleteUser", s.q.deleteUser, []string{"'user-7'", fmt.Sprint(now), `'{}'::bytea[]`, "'chan'"}, s.q.userIndexIdent},
 		{"Delete", s.q.deleteKeys, []string{"ARRAY[" + keyLit + "]", "'chan'"}, pkey},

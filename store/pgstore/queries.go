@@ -1,20 +1,17 @@
 package pgstore
 
 import (
-	"encoding/json"
-	"errors"
 	"math"
 	"strconv"
 	"strings"
-	"time"
+	"sync/atomic"
 
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/store/internal/sqlvalue"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// columns are the stored columns in the order scanRecord reads them and
+// columns are the stored columns in the order decodeRecord reads them and
 // Create writes them. expires_at is not among them: PostgreSQL computes
 // it.
 const columns = `key, handle, user_id, auth_time, auth_level, remembered,
@@ -36,6 +33,10 @@ type queries struct {
 	channel string // notification channel, as pg_notify takes it
 	listen  string
 	notify  bool // writes send notifications
+	updates *updateCache
+	// asyncUpdates lets Update commit without waiting for its WAL flush;
+	// see Options.SyncUpdates.
+	asyncUpdates bool
 
 	tableIdent, userIndexIdent, expiresIndexIdent string // quoted, for to_regclass
 	schemaExists                                  string
@@ -48,10 +49,12 @@ type queries struct {
 	sweepLock                       string // advisory lock name
 }
 
-func newQueries(table string, notify bool) queries {
+func newQueries(table string, notify, asyncUpdates bool) queries {
 	q := queries{
 		table:             table,
 		notify:            notify,
+		asyncUpdates:      asyncUpdates,
+		updates:           new(updateCache),
 		t:                 pgx.Identifier{table}.Sanitize(),
 		channel:           table + "_changes",
 		tableIdent:        pgx.Identifier{table}.Sanitize(),
@@ -142,22 +145,63 @@ func newQueries(table string, notify bool) queries {
 	return q
 }
 
-func fromMS(v pgtype.Int8) time.Time { return sqlvalue.FromMillis(v.Int64, v.Valid) }
-
 // update is one UPDATE for a Delta, as a statement with its arguments.
 type update struct {
 	sql  string
 	args []any
+
+	b     *strings.Builder // nil when only the arguments are wanted
+	shape uint32           // the choices made, which decide the text
 }
 
-// arg adds v as the next parameter and returns its placeholder.
-func (u *update) arg(v any) string {
-	u.args = append(u.args, v)
-	return "$" + strconv.Itoa(len(u.args))
+// Update statements differ only in which parts a Delta has, so their text
+// is built once per combination (shape) and the rest of the time only
+// the arguments are gathered: building it was most of what Update
+// allocated. shapeBits bounds the bits choose sets.
+const shapeBits = 13
+
+type updateCache [1 << shapeBits]atomic.Pointer[string]
+
+// choose records the choice c, the n-th of the builder's, and returns it.
+func (u *update) choose(n int, c bool) bool {
+	if c {
+		u.shape |= 1 << n
+	}
+	return c
 }
+
+// text adds s to the statement, if it is being built.
+func (u *update) text(s ...string) {
+	if u.b != nil {
+		for _, s := range s {
+			u.b.WriteString(s)
+		}
+	}
+}
+
+// arg adds v as the next parameter and returns its number.
+func (u *update) arg(v any) int {
+	u.args = append(u.args, v)
+	return len(u.args)
+}
+
+// ref adds a placeholder for parameter n with a cast (or none).
+func (u *update) ref(n int, cast string) {
+	if u.b != nil {
+		u.b.WriteByte('$')
+		u.b.WriteString(strconv.Itoa(n))
+		u.b.WriteString(cast)
+	}
+}
+
+// param adds v as the next parameter and a placeholder for it.
+func (u *update) param(v any, cast string) { u.ref(u.arg(v), cast) }
 
 // buildUpdate returns the statement that applies d to the live row at
-// key, moving it to *to if to is not nil, and notifies payload. It
+// key, moving it to *to if to is not nil, and notifies payload, followed
+// by the new version unless the row moves. With fill, which is only for
+// an update in place, it returns the changed row (columns and
+// expires_at), for the cache. It
 // increments version, and PostgreSQL recomputes expires_at from the new
 // deadlines. Every expression in SET sees the row as it was, which is
 // what the Touch rules compare against; and under concurrent updates
@@ -167,97 +211,146 @@ func (u *update) arg(v any) string {
 //
 // data is d's data change in JSON, from encodeDelta: patch is the object
 // of keys to set, remove the keys to delete.
-func (q *queries) buildUpdate(key hallpass.Key, to *hallpass.Key, d *hallpass.Delta, patch []byte, remove []string, now int64, payload string) update {
-	var u update
-	var b strings.Builder
-	b.Grow(512)
-	b.WriteString("WITH w AS (UPDATE " + q.t + " SET version = version + 1")
-	if to != nil {
-		b.WriteString(", key = " + u.arg(to[:]))
+func (q *queries) buildUpdate(key hallpass.Key, to *hallpass.Key, d *hallpass.Delta, patch []byte, remove []string, now int64, payload string, fill bool) update {
+	u := update{args: make([]any, 0, 16)}
+	q.writeUpdate(&u, key, to, d, patch, remove, now, payload, fill)
+	if p := q.updates[u.shape].Load(); p != nil {
+		u.sql = *p
+		return u
+	}
+	// Same choices again, this time writing the text.
+	u = update{args: u.args[:0], b: new(strings.Builder)}
+	u.b.Grow(512)
+	q.writeUpdate(&u, key, to, d, patch, remove, now, payload, fill)
+	u.sql = u.b.String()
+	q.updates[u.shape].Store(&u.sql)
+	u.b = nil
+	return u
+}
+
+// writeUpdate gathers the arguments of buildUpdate's statement, and
+// writes its text if u.b is set. Every choice that changes the text goes
+// through u.choose, with a number of its own.
+func (q *queries) writeUpdate(u *update, key hallpass.Key, to *hallpass.Key, d *hallpass.Delta, patch []byte, remove []string, now int64, payload string, fill bool) {
+	u.text("WITH w AS (UPDATE ", q.t, " SET version = version + 1")
+	if u.choose(0, to != nil) {
+		u.text(", key = ")
+		u.param(to[:], "")
 	}
 
 	if d.Clear || len(remove) > 0 || patch != nil {
-		expr := "data"
-		if d.Clear {
-			expr = "'{}'::jsonb"
-		} else if len(remove) > 0 {
-			expr = "(data - " + u.arg(remove) + "::text[])"
+		u.text(", data = ")
+		switch {
+		case u.choose(1, d.Clear):
+			u.text("'{}'::jsonb")
+		case u.choose(2, len(remove) > 0):
+			u.text("(data - ")
+			u.param(remove, "::text[])")
+		default:
+			u.text("data")
 		}
-		if patch != nil {
-			expr += " || " + u.arg(patch) + "::jsonb"
+		if u.choose(3, patch != nil) {
+			u.text(" || ")
+			u.param(patch, "::jsonb")
 		}
-		b.WriteString(", data = " + expr)
 	}
 
-	if m := d.Meta; m != nil {
-		b.WriteString(", user_id = " + u.arg(sqlvalue.NullString(m.UserID)) + "::text")
-		b.WriteString(", auth_time = " + u.arg(sqlvalue.Millis(m.AuthTime)) + "::bigint")
-		b.WriteString(", auth_level = " + u.arg(m.AuthLevel) + "::text")
-		b.WriteString(", remembered = " + u.arg(m.Remembered) + "::boolean")
-		b.WriteString(", reauth_at = " + u.arg(sqlvalue.Millis(m.ReauthAt)) + "::bigint")
-		b.WriteString(", persistent = " + u.arg(m.Persistent) + "::boolean")
-		b.WriteString(", absolute_deadline = " + u.arg(sqlvalue.Millis(m.AbsoluteDeadline)) + "::bigint")
+	if m := d.Meta; u.choose(4, m != nil) {
+		u.text(", user_id = ")
+		u.param(sqlvalue.NullString(m.UserID), "::text")
+		u.text(", auth_time = ")
+		u.param(sqlvalue.Millis(m.AuthTime), "::bigint")
+		u.text(", auth_level = ")
+		u.param(m.AuthLevel, "::text")
+		u.text(", remembered = ")
+		u.param(m.Remembered, "::boolean")
+		u.text(", reauth_at = ")
+		u.param(sqlvalue.Millis(m.ReauthAt), "::bigint")
+		u.text(", persistent = ")
+		u.param(m.Persistent, "::boolean")
+		u.text(", absolute_deadline = ")
+		u.param(sqlvalue.Millis(m.AbsoluteDeadline), "::bigint")
 	}
-	if t := d.Touch; t != nil && d.Meta != nil {
+	if t := d.Touch; u.choose(5, t != nil && d.Meta != nil) {
 		// A new identity starts new timeouts: the Touch replaces the old.
-		b.WriteString(", last_seen = " + u.arg(sqlvalue.Millis(t.LastSeen)) + "::bigint")
-		b.WriteString(", idle_deadline = " + u.arg(sqlvalue.Millis(t.IdleDeadline)) + "::bigint")
-		b.WriteString(", last_ip = " + u.arg(t.LastIP) + "::text")
-		b.WriteString(", last_ua = " + u.arg(t.LastUA) + "::text")
+		u.text(", last_seen = ")
+		u.param(sqlvalue.Millis(t.LastSeen), "::bigint")
+		u.text(", idle_deadline = ")
+		u.param(sqlvalue.Millis(t.IdleDeadline), "::bigint")
+		u.text(", last_ip = ")
+		u.param(t.LastIP, "::text")
+		u.text(", last_ua = ")
+		u.param(t.LastUA, "::text")
 	} else if t != nil {
 		// GREATEST ignores NULLs: a zero time in the Touch moves nothing,
 		// and any time beats a zero (NULL) one in the row. IP and UA
 		// follow LastSeen only when it is strictly newer, and only when
 		// given.
-		if !t.LastSeen.IsZero() {
-			seen := u.arg(sqlvalue.Millis(t.LastSeen)) + "::bigint"
-			newer := "(last_seen IS NULL OR last_seen < " + seen + ")"
-			if t.LastIP != "" {
-				b.WriteString(", last_ip = CASE WHEN " + newer + " THEN " + u.arg(t.LastIP) + "::text ELSE last_ip END")
+		if u.choose(6, !t.LastSeen.IsZero()) {
+			seen := u.arg(sqlvalue.Millis(t.LastSeen))
+			newer := func() {
+				u.text("(last_seen IS NULL OR last_seen < ")
+				u.ref(seen, "::bigint")
+				u.text(")")
 			}
-			if t.LastUA != "" {
-				b.WriteString(", last_ua = CASE WHEN " + newer + " THEN " + u.arg(t.LastUA) + "::text ELSE last_ua END")
+			if u.choose(7, t.LastIP != "") {
+				u.text(", last_ip = CASE WHEN ")
+				newer()
+				u.text(" THEN ")
+				u.param(t.LastIP, "::text")
+				u.text(" ELSE last_ip END")
 			}
-			b.WriteString(", last_seen = GREATEST(last_seen, " + seen + ")")
+			if u.choose(8, t.LastUA != "") {
+				u.text(", last_ua = CASE WHEN ")
+				newer()
+				u.text(" THEN ")
+				u.param(t.LastUA, "::text")
+				u.text(" ELSE last_ua END")
+			}
+			u.text(", last_seen = GREATEST(last_seen, ")
+			u.ref(seen, "::bigint")
+			u.text(")")
 		}
-		if !t.IdleDeadline.IsZero() {
-			b.WriteString(", idle_deadline = GREATEST(idle_deadline, " + u.arg(sqlvalue.Millis(t.IdleDeadline)) + "::bigint)")
+		if u.choose(9, !t.IdleDeadline.IsZero()) {
+			u.text(", idle_deadline = GREATEST(idle_deadline, ")
+			u.param(sqlvalue.Millis(t.IdleDeadline), "::bigint")
+			u.text(")")
 		}
 	}
 
-	b.WriteString(" WHERE key = " + u.arg(key[:]) + " AND expires_at > " + u.arg(now) + "::bigint RETURNING 1) SELECT 1 FROM w")
-	if q.notify {
-		b.WriteString(" CROSS JOIN LATERAL pg_notify(" + u.arg(q.channel) + "::text, " + u.arg(payload) + "::text) AS n")
+	u.text(" WHERE key = ")
+	u.param(key[:], "")
+	u.text(" AND expires_at > ")
+	u.param(now, "::bigint")
+	if u.choose(10, q.asyncUpdates && to == nil && d.Meta == nil) {
+		// The statement is its own transaction, so a setting local to the
+		// transaction holds exactly for this write's commit, and a pooled
+		// connection goes back unchanged. In the WHERE clause it runs
+		// before any row is changed, which is all a commit needs; a row
+		// that does not match writes nothing that would need a flush.
+		u.text(" AND set_config('synchronous_commit', 'off', true) = 'off'")
 	}
-	u.sql = b.String()
-	return u
-}
-
-// keyScanner scans a bytea into a Key without allocating.
-type keyScanner struct{ k *hallpass.Key }
-
-func (s keyScanner) ScanBytes(src []byte) error {
-	if len(src) != len(s.k) {
-		return errors.New("stored key has the wrong length")
+	notify, versioned := u.choose(11, q.notify), to == nil
+	switch {
+	case u.choose(12, fill):
+		u.text(" RETURNING ", columns, ", expires_at) SELECT w.* FROM w")
+	case notify && versioned:
+		u.text(" RETURNING version) SELECT 1 FROM w")
+	default:
+		u.text(" RETURNING 1) SELECT 1 FROM w")
 	}
-	copy(s.k[:], src)
-	return nil
-}
-
-// dataScanner decodes the data column while pgx still holds it, so the
-// column's text is never copied whole.
-type dataScanner struct {
-	m    *map[string]json.RawMessage
-	size *int
-}
-
-func (s dataScanner) ScanBytes(src []byte) error {
-	m, err := decodeData(src)
-	if err != nil {
-		return err
+	if notify {
+		u.text(" CROSS JOIN LATERAL pg_notify(")
+		u.param(q.channel, "::text")
+		u.text(", ")
+		u.param(payload, "::text")
+		if versioned {
+			// The version lets the instance that wrote it, which caches
+			// the row it got back, tell its own update from a newer one.
+			u.text(" || ':' || w.version")
+		}
+		u.text(") AS n")
 	}
-	*s.m, *s.size = m, len(src)
-	return nil
 }
 
 // scanned is a record read from a row, with what the caller may need
@@ -266,38 +359,4 @@ type scanned struct {
 	r         *hallpass.Record
 	dataSize  int   // bytes of the data column, for the cache's accounting
 	expiresAt int64 // only when asked for
-}
-
-// scanRecord reads a row of columns, and expires_at after them if
-// withExpiry. It allocates the record, its strings and its data, nothing
-// else.
-func scanRecord(row pgx.Row, withExpiry bool) (scanned, error) {
-	var (
-		sc                                              scanned
-		r                                               = new(hallpass.Record)
-		userID                                          pgtype.Text
-		authTime, reauthAt, absolute, seen, idle, since pgtype.Int8
-	)
-	dest := [...]any{
-		keyScanner{&r.Key}, &r.Handle, &userID, &authTime, &r.AuthLevel, &r.Remembered,
-		&reauthAt, &r.Persistent, &absolute, &seen, &idle,
-		&r.LastIP, &r.LastUA, &since, &r.CreatedIP, &r.CreatedUA,
-		dataScanner{&r.Data, &sc.dataSize}, &r.Version, &sc.expiresAt,
-	}
-	n := len(dest)
-	if !withExpiry {
-		n--
-	}
-	if err := row.Scan(dest[:n]...); err != nil {
-		return scanned{}, err
-	}
-	r.UserID = userID.String
-	r.AuthTime = fromMS(authTime)
-	r.ReauthAt = fromMS(reauthAt)
-	r.AbsoluteDeadline = fromMS(absolute)
-	r.LastSeen = fromMS(seen)
-	r.IdleDeadline = fromMS(idle)
-	r.CreatedAt = fromMS(since)
-	sc.r = r
-	return sc, nil
 }
