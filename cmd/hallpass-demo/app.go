@@ -69,6 +69,7 @@ type app struct {
 	log       *slog.Logger
 	transport *secure.Policy // HTTPS redirect, HSTS, trusted proxies
 	remember  *remember.Remember
+	shop      *shop
 	// reauthWindow is how recently the password must have been typed
 	// for a password change.
 	reauthWindow time.Duration
@@ -102,21 +103,29 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	if opts.EventLog != nil {
 		events = hallpass.Sinks{events, hallpass.SlogSink{Logger: slog.New(slog.NewJSONHandler(opts.EventLog, nil))}}
 	}
+	sh, err := newShop(ctx, db)
+	if err != nil {
+		return nil, err
+	}
 	st, err := openStore(ctx, opts.Store, db)
 	if err != nil {
 		return nil, err
 	}
 	m, err := hallpass.New(hallpass.Config{
-		Store:       st,
-		ClientIP:    pol.ClientIP,
-		Events:      events,
-		IdleTimeout: opts.IdleTimeout,
-		Lifetime:    opts.Lifetime,
-		RotateEvery: opts.RotateEvery,
-		RotateGrace: opts.RotateGrace,
-		MaxSessions: opts.MaxSessions,
-		Logger:      opts.Logger, // events, warnings and store errors
-		Now:         opts.Now,
+		Store:    st,
+		ClientIP: pol.ClientIP,
+		Events:   events,
+		// A guest's cart survives closing the browser, and joins the
+		// user's saved cart at login.
+		GuestPersistent: true,
+		OnLogin:         sh.mergeCart,
+		IdleTimeout:     opts.IdleTimeout,
+		Lifetime:        opts.Lifetime,
+		RotateEvery:     opts.RotateEvery,
+		RotateGrace:     opts.RotateGrace,
+		MaxSessions:     opts.MaxSessions,
+		Logger:          opts.Logger, // events, warnings and store errors
+		Now:             opts.Now,
 	})
 	if err != nil {
 		st.Close()
@@ -133,6 +142,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		return nil, err
 	}
 	return &app{
+		shop:      sh,
 		remember:  rm,
 		db:        db,
 		store:     st,
@@ -176,6 +186,9 @@ func parsePages() (map[string]*template.Template, error) {
 func (a *app) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", a.index)
+	mux.HandleFunc("GET /cart", a.showCart)
+	mux.HandleFunc("POST /cart/add", a.changeCart(+1))
+	mux.HandleFunc("POST /cart/remove", a.changeCart(-1))
 	mux.HandleFunc("GET /signup", a.signupForm)
 	mux.HandleFunc("POST /signup", a.signup)
 	mux.HandleFunc("GET /login", a.loginForm)

@@ -35,6 +35,8 @@ const loginFailed = "Invalid username or password."
 type indexPage struct {
 	Visits int
 	Status hallpass.Status
+	Items  []item
+	InCart int // things in the cart
 }
 
 // authPage is the data of login.html and signup.html.
@@ -63,7 +65,12 @@ func (a *app) index(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
-	a.render(w, r, http.StatusOK, "index", "Home", u, indexPage{Visits: n, Status: s.Status()})
+	items, err := a.shop.items(r.Context())
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	a.render(w, r, http.StatusOK, "index", "Home", u, indexPage{Visits: n, Status: s.Status(), Items: items, InCart: cartCount(s)})
 }
 
 // signupForm shows the empty signup form.

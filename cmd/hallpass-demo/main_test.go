@@ -866,3 +866,43 @@ func TestRememberMe(t *testing.T) {
 	wantBody(t, gone.restart().get("/"), "Guest")
 	wantBody(t, e2.restart().get("/"), "Guest")
 }
+
+func TestCart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	add := func(c *client, id string) { wantRedirect(t, c.post("/cart/add", url.Values{"item": {id}}), "/") }
+
+	// alice has a saved cart from another device.
+	other := e.client()
+	wantRedirectHome(t, other.signup("alice", "correct horse"))
+	add(other, "socks")
+
+	guest := e.client()
+	r := guest.get("/") // the guest's session starts here
+	if line := sessionSetCookie(t, r); !strings.Contains(line, "Max-Age=") {
+		t.Errorf("a guest's session (its cart) is in a browser-session cookie %q; it must survive closing the browser", line)
+	}
+	add(guest, "mug")
+	add(guest, "mug")
+	add(guest, "lamp")
+	wantBody(t, guest.get("/"), "Cart (3)")
+	wantBody(t, guest.get("/cart"), "Enamel mug", "Desk lamp", "Total: €63.00")
+	wantStatus(t, guest.post("/cart/add", url.Values{"item": {"piano"}}), http.StatusNotFound)
+
+	// At login the guest's cart joins the saved one, on every device.
+	wantRedirectHome(t, guest.login("alice", "correct horse", false))
+	r = guest.get("/cart")
+	wantBody(t, r, "Enamel mug", "Desk lamp", "Wool socks", "Total: €78.00")
+	third := e.client()
+	wantRedirectHome(t, third.login("alice", "correct horse", false))
+	wantBody(t, third.get("/cart"), "Enamel mug", "Desk lamp", "Wool socks")
+
+	// Removing counts down and then drops the line, saved too.
+	wantRedirect(t, third.post("/cart/remove", url.Values{"item": {"mug"}, "from": {"cart"}}), "/cart")
+	wantRedirect(t, third.post("/cart/remove", url.Values{"item": {"mug"}, "from": {"cart"}}), "/cart")
+	wantNoBody(t, third.get("/cart"), "Enamel mug")
+	fourth := e.client()
+	wantRedirectHome(t, fourth.login("alice", "correct horse", false))
+	wantBody(t, fourth.get("/cart"), "Desk lamp", "Wool socks", "Total: €54.00")
+	wantNoBody(t, fourth.get("/cart"), "Enamel mug")
+}
