@@ -255,3 +255,82 @@ func parseMember(m string) (hallpass.Key, bool) {
 	_, err := hex.Decode(k[:], []byte(m))
 	return k, err == nil
 }
+
+// appendData appends d, which has no Meta, in the layout dataScript reads,
+// and returns where the set pairs begin.
+func appendData(args []string, d *hallpass.Delta) ([]string, int) {
+	var t hallpass.Touch
+	touch := ""
+	if d.Touch != nil {
+		t, touch = *d.Touch, "1"
+	}
+	tv := touchValues(&t)
+	args = append(args, boolString(d.Clear), strconv.Itoa(len(d.Remove)), touch, tv[0], tv[1], tv[2], tv[3])
+	for _, k := range d.Remove {
+		args = append(args, dataPrefix+k)
+	}
+	args = append(args, fVersion, "")
+	at := len(args)
+	for k, v := range d.Set {
+		// string(v) copies, as the caller may reuse v; the record the
+		// write leaves shares the copy (see nextRecord).
+		args = append(args, dataPrefix+k, string(v))
+	}
+	return args, at
+}
+
+// nextRecord returns the record dataScript made, as version v, by applying
+// d to base, where args are the arguments it was sent and set pairs begin
+// at index at. It is what a Load would decode afterwards: times in whole
+// milliseconds, activity moved forward by the script's rule, empty data as
+// nil. Set values alias args, as decoded values alias a reply.
+func nextRecord(base *hallpass.Record, d *hallpass.Delta, v int64, args []string, at int) *hallpass.Record {
+	r := *base
+	r.Version = v
+	if d.Clear || len(d.Remove) > 0 || len(d.Set) > 0 {
+		n := len(d.Set)
+		if !d.Clear {
+			n += len(base.Data)
+		}
+		data := make(map[string]json.RawMessage, n)
+		if !d.Clear {
+			for k, x := range base.Data {
+				data[k] = x
+			}
+		}
+		for _, k := range d.Remove {
+			delete(data, k)
+		}
+		for i := at; i+1 < len(args); i += 2 {
+			data[args[i][len(dataPrefix):]] = json.RawMessage(unsafe.Slice(unsafe.StringData(args[i+1]), len(args[i+1])))
+		}
+		if len(data) == 0 {
+			data = nil
+		}
+		r.Data = data
+	}
+	if t := d.Touch; t != nil {
+		if newerMS(t.LastSeen, r.LastSeen) {
+			r.LastSeen = time.UnixMilli(t.LastSeen.UnixMilli())
+			if t.LastIP != "" {
+				r.LastIP = t.LastIP
+			}
+			if t.LastUA != "" {
+				r.LastUA = t.LastUA
+			}
+		}
+		if newerMS(t.IdleDeadline, r.IdleDeadline) {
+			r.IdleDeadline = time.UnixMilli(t.IdleDeadline.UnixMilli())
+		}
+	}
+	return &r
+}
+
+// newerMS is the scripts' newer: whether t, in whole milliseconds, is
+// later than cur, or cur is unset. A zero t is never newer.
+func newerMS(t, cur time.Time) bool {
+	if t.IsZero() {
+		return false
+	}
+	return cur.IsZero() || t.UnixMilli() > cur.UnixMilli()
+}

@@ -117,6 +117,7 @@ func newStore(t testing.TB, raw string, opts Options, mod func(*rueidis.ClientOp
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() }) // before the client's Close
 	return s
 }
 

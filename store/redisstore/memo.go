@@ -24,13 +24,21 @@ const (
 )
 
 // memoEntry is what the store remembers about one key: the record decoded
-// from a reply rueidis had cached, or only the user a record had, which
-// guesses the user index a Rotate or Update must declare.
+// from a reply rueidis had cached, the record as this instance's own write
+// left it, the last record read (the base an own write's result is
+// computed from), or only the user a record had, which guesses the user
+// index a Rotate or Update must declare.
 type memoEntry struct {
 	key  hallpass.Key
 	msg  rueidis.RedisMessage // the cached reply rec came from; zero if none
 	rec  *hallpass.Record
 	user string
+	// own marks rec as the result of this instance's write, served while
+	// the writer's connections that wrote it are up (epoch) and for at
+	// most CacheTTL (until, in mono's nanoseconds).
+	own   bool
+	epoch uint64
+	until int64
 }
 
 // memo maps a cached reply to the record decoded from it, so that a cache
@@ -39,13 +47,16 @@ type memoEntry struct {
 // arrays) for every hit on one cache entry and a new one after any
 // refetch, and the entry keeps the old reply reachable, so its address
 // cannot be reused for a new reply while the comparison might match it.
+// An entry without a reply never matches one: a reply is never zero.
 type memo struct {
 	slots [memoSlots]atomic.Pointer[memoEntry]
 }
 
 func (m *memo) slot(k hallpass.Key) *atomic.Pointer[memoEntry] {
-	return &m.slots[binary.LittleEndian.Uint64(k[:8])%memoSlots]
+	return &m.slots[slotOf(k)]
 }
+
+func slotOf(k hallpass.Key) uint64 { return binary.LittleEndian.Uint64(k[:8]) % memoSlots }
 
 // record returns the record decoded from msg, if remembered.
 func (m *memo) record(k hallpass.Key, msg *rueidis.RedisMessage) *hallpass.Record {
@@ -59,6 +70,21 @@ func (m *memo) remember(k hallpass.Key, msg *rueidis.RedisMessage, rec *hallpass
 	m.slot(k).Store(&memoEntry{key: k, msg: *msg, rec: rec, user: rec.UserID})
 }
 
+// seen remembers rec, read from Redis but not from a cached reply, as the
+// base for computing what this instance's next write of k leaves.
+func (m *memo) seen(k hallpass.Key, rec *hallpass.Record) {
+	m.slot(k).Store(&memoEntry{key: k, rec: rec, user: rec.UserID})
+}
+
+// base returns the last record this instance read or wrote at k, current
+// or not.
+func (m *memo) base(k hallpass.Key) *hallpass.Record {
+	if e := m.slot(k).Load(); e != nil && e.key == k {
+		return e.rec
+	}
+	return nil
+}
+
 // hint remembers the user of the record at k, unless the slot says so
 // already.
 func (m *memo) hint(k hallpass.Key, user string) {
@@ -69,6 +95,12 @@ func (m *memo) hint(k hallpass.Key, user string) {
 	s.Store(&memoEntry{key: k, user: user})
 }
 
+// reset remembers only the user of a record just created at k: whatever
+// was remembered about k before belongs to another record.
+func (m *memo) reset(k hallpass.Key, user string) {
+	m.slot(k).Store(&memoEntry{key: k, user: user})
+}
+
 // user returns the last user seen for k.
 func (m *memo) user(k hallpass.Key) (string, bool) {
 	if e := m.slot(k).Load(); e != nil && e.key == k {
@@ -77,6 +109,8 @@ func (m *memo) user(k hallpass.Key) (string, bool) {
 	return "", false
 }
 
+// forget drops everything remembered about k. A record created anew at k
+// must not be mistaken for an older one at the same version.
 func (m *memo) forget(k hallpass.Key) {
 	s := m.slot(k)
 	if e := s.Load(); e != nil && e.key == k {

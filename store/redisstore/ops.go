@@ -83,9 +83,10 @@ func (s *Store) Create(ctx context.Context, r *hallpass.Record) error {
 	}
 	if stored {
 		s.wrote(r.Key, 1)
-		s.memo.hint(r.Key, r.UserID)
+		s.memo.reset(r.Key, r.UserID)
 	} else {
 		s.wrote(r.Key, 0)
+		s.memo.forget(r.Key)
 	}
 	return nil
 }
@@ -189,7 +190,7 @@ func (s *Store) Update(ctx context.Context, key hallpass.Key, d hallpass.Delta) 
 	var err error
 	switch {
 	case d.Meta == nil:
-		_, err = s.updatePlain(ctx, key, &d)
+		err = s.updateData(ctx, key, &d)
 	case s.cluster:
 		err = s.updateCluster(ctx, key, &d)
 	default:
@@ -212,9 +213,62 @@ func (s *Store) updateArgs(key hallpass.Key, d *hallpass.Delta, indexed bool, ol
 	return appendDelta(args, d)
 }
 
-// updatePlain runs the update script on the session key alone: any Update
-// without a Meta, which leaves the user and the index score alone, and the
-// middle step of a Cluster Update with one. It returns the previous user.
+// updateData runs an Update without a Meta, which leaves the user and the
+// index score alone, with dataScript on the session key. With the cache
+// on, it goes through the writer's connection when that is up, and the
+// record it leaves becomes this instance's current copy if the record
+// read before was its predecessor: same handle (the same record, not one
+// created again at the key), one version less.
+func (s *Store) updateData(ctx context.Context, key hallpass.Key, d *hallpass.Delta) error {
+	keys := []string{s.sessionKey(key)}
+	args := make([]string, 2, 2+7+len(d.Remove)+2+2*len(d.Set))
+	args[0] = s.nowMS()
+	args, at := appendData(args, d)
+	var c *wconn
+	if s.writer != nil {
+		c = s.writer.conn()
+	}
+	if c == nil {
+		code, arr, err := result(dataScript.Exec(ctx, s.client, keys, args))
+		if s.writer != nil {
+			s.writer.done(key, s.writer.ticket(key), nil)
+		}
+		return s.updated(key, code, arr, err)
+	}
+	args[1] = "1"
+	base := s.memo.base(key)
+	t := s.writer.ticket(key)
+	code, arr, err := result(s.writer.exec(ctx, c, keys, args))
+	var next *hallpass.Record
+	if err == nil && code == codeOK && base != nil && base.Version == int64At(arr, 0)-1 && base.Handle == stringAt(arr, 1) {
+		next = nextRecord(base, d, int64At(arr, 0), args, at)
+	}
+	err = s.updated(key, code, arr, err)
+	s.writer.done(key, t, next)
+	return err
+}
+
+// updated records the outcome of dataScript.
+func (s *Store) updated(key hallpass.Key, code int64, arr []rueidis.RedisMessage, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case code == codeOK:
+		s.wrote(key, int64At(arr, 0))
+	case code == codeExpired:
+		s.wrote(key, 0)
+	case code == codeNotFound:
+		s.wrote(key, 0)
+		return hallpass.ErrNotFound
+	default:
+		return errReply
+	}
+	return nil
+}
+
+// updatePlain runs the update script on the session key alone, for the
+// middle step of a Cluster Update with a Meta. It returns the previous
+// user.
 func (s *Store) updatePlain(ctx context.Context, key hallpass.Key, d *hallpass.Delta) (string, error) {
 	code, arr, err := result(updateScript.Exec(ctx, s.client, []string{s.sessionKey(key)}, s.updateArgs(key, d, false, "", "")))
 	switch {

@@ -127,6 +127,32 @@
 // a version floor (see floors in memo.go), so a Load right after this
 // instance's own write never returns the record as it was before.
 //
+// # Own writes
+//
+// Any write drops the cached copy, this instance's own writes included,
+// so with rueidis's cache alone the Load of every write request after the
+// first would be a round trip. Instead, on a standalone server with
+// caching on, the store sends its data updates (an Update without a Meta:
+// what nearly every write request does) on a connection of its own, taken
+// from the client with Dedicate, that tracks what it writes with CLIENT
+// TRACKING NOLOOP and has the invalidations sent (REDIRECT) to a second
+// such connection: Redis then reports every change to a record this
+// instance updated, by anyone else (another instance, a revocation, a
+// client that is not a Store, expiry), but not its own updates. The record
+// an update leaves, computed from the record this instance read just
+// before (same handle and one version less, so the same state) and the
+// delta, is kept as this instance's current copy, and the next Load
+// returns it without a round trip: a write request costs one round trip,
+// the update. An invalidation drops the copy, typically well within a
+// millisecond, as for rueidis's cache; so do a flush, CacheTTL after the
+// write, and the loss of either connection: all copies go, at once when
+// the invalidations' connection goes, within 100 ms if the update
+// connection alone is closed (the other checks for it), and after a stall
+// by rueidis's ping as above; while none is up, updates take the shared
+// connections as without this. Without RESP3 (CLIENT INFO does not say
+// resp=3) the store does not do this. A Store made with New must be closed
+// before its client, to release the two connections.
+//
 // # Errors
 //
 // Errors are wrapped as "redisstore: <operation>: ..." and never contain a
@@ -165,8 +191,9 @@ type Options struct {
 	// slot, but no other '{'.
 	KeyPrefix string
 	// CacheTTL is how long Load may serve a record from the client-side
-	// cache without hearing from Redis: the bound on staleness should an
-	// invalidation be lost. Default one minute; negative disables caching.
+	// cache, or as this instance's own write left it, without hearing from
+	// Redis: the bound on staleness should an invalidation be lost.
+	// Default one minute; negative disables caching.
 	CacheTTL time.Duration
 	// Now returns the current time, default time.Now. A record whose
 	// deadline has passed by this clock is treated as missing even if
@@ -208,13 +235,17 @@ type Store struct {
 	memo     *memo
 	noMemo   bool // benchmarks measure the decode the memo saves
 	floors   *floors
+	writer   *writer // nil unless caching on a standalone server
 
 	closeOnce sync.Once
 }
 
 var _ hallpass.Store = (*Store)(nil)
 
-// New returns a Store that uses client. Close does not close the client.
+// New returns a Store that uses client. With caching on a standalone
+// server it takes two connections of the client's for its writes (see Own
+// writes in the package doc); Close gives them back. Close does not close
+// the client, and must come before the client's Close.
 func New(client rueidis.Client, opts *Options) (*Store, error) {
 	if client == nil {
 		return nil, errors.New("redisstore: new: nil client")
@@ -249,6 +280,10 @@ func New(client rueidis.Client, opts *Options) (*Store, error) {
 	}
 	if s.cacheTTL > 0 {
 		s.floors = newFloors(s.cacheTTL)
+		// A Cluster would need a tracking connection per node.
+		if client.Mode() == rueidis.ClientModeStandalone && !s.cluster && !o.Cluster {
+			s.writer = newWriter(client, s.memo, s.prefix, s.cacheTTL)
+		}
 	}
 	return s, nil
 }
@@ -306,10 +341,13 @@ func clientOption(url string, opts *Options) (rueidis.ClientOption, error) {
 	return co, nil
 }
 
-// Close closes the client if Open created it. It may be called more than
-// once.
+// Close releases the connections the store writes on, and closes the
+// client if Open created it. It may be called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		if s.writer != nil {
+			s.writer.close()
+		}
 		if s.owned {
 			s.client.Close()
 		}
@@ -399,6 +437,11 @@ func (s *Store) Load(ctx context.Context, key hallpass.Key) (*hallpass.Record, e
 }
 
 func (s *Store) load(ctx context.Context, key hallpass.Key) (*hallpass.Record, error) {
+	if s.writer != nil {
+		if rec := s.writer.own(key); rec != nil && s.floors.met(key, rec) {
+			return rec, nil
+		}
+	}
 	k := s.sessionKey(key)
 	if s.cacheTTL == 0 {
 		return s.loadDirect(ctx, key, k)
@@ -418,12 +461,18 @@ func (s *Store) load(ctx context.Context, key hallpass.Key) (*hallpass.Record, e
 		if rec, size, err = decodeMap(key, m); err != nil {
 			return nil, err
 		}
-		// Only a hit is worth remembering: the reply of a miss is not the
-		// value later hits return. A miss still tells whose record it is.
+		// Only a hit is worth remembering for later hits: the reply of a
+		// miss is not the value they return. A miss still gives the base
+		// of this instance's next write of the record (see writer), or at
+		// least whose record it is.
 		switch {
 		case rec == nil:
-		case res.IsCacheHit() && size <= memoMaxData && !s.noMemo:
+		case size > memoMaxData || s.noMemo:
+			s.memo.hint(key, rec.UserID)
+		case res.IsCacheHit():
 			s.memo.remember(key, &msg, rec)
+		case s.writer != nil:
+			s.memo.seen(key, rec)
 		default:
 			s.memo.hint(key, rec.UserID)
 		}
@@ -439,8 +488,12 @@ func (s *Store) loadDirect(ctx context.Context, key hallpass.Key, k string) (*ha
 	if err != nil {
 		return nil, err
 	}
-	rec, _, err := decodeMap(key, m)
-	if rec != nil {
+	rec, size, err := decodeMap(key, m)
+	switch {
+	case rec == nil || err != nil:
+	case s.writer != nil && size <= memoMaxData:
+		s.memo.seen(key, rec)
+	default:
 		s.memo.hint(key, rec.UserID)
 	}
 	return rec, err

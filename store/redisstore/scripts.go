@@ -1,6 +1,12 @@
 package redisstore
 
-import "github.com/redis/rueidis"
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+
+	"github.com/redis/rueidis"
+)
 
 // The scripts only touch keys they are given in KEYS, so each runs on one
 // node, and in a Cluster on one slot: the single-slot scripts serve both
@@ -180,6 +186,103 @@ if idxNew and live then index(idxNew, k, ARGV[2], ARGV[1]) end
 if not live then return {4, v, old} end
 return {0, v, old}
 `)
+
+// dataScript applies a delta without a Meta, which is what nearly every
+// write is: changed data keys, and activity. It is updateScript's plain
+// case with less work, as its cost is on every write request's path: one
+// HMGET and one HSET (the version goes in with the data), and the expiry
+// is set only when the idle deadline moved, as nothing else can move it
+// (every write keeps the hash's expiry exact, so an unchanged deadline
+// means an unchanged expiry). With ARGV[2] set it ends by reading the key
+// again, for the writer's tracking connection (see writer).
+// KEYS: session. ARGV: now, track, clear, nrem, touch, last seen, idle,
+// ip, ua, the removed fields, "m:v", "", the set pairs.
+// Returns {code, version, handle}.
+var dataScript = newScript(`
+local k = KEYS[1]
+local f = redis.call('HMGET', k, 'm:v', 'm:id', 'm:ad', 'm:ls', 'm:h')
+if not f[1] then return {1} end
+local now, id, ad = tonumber(ARGV[1]), tonumber(f[2]), tonumber(f[3])
+if id and id <= now or ad and ad <= now then return {1} end
+local function each(cmd, a, i, j)
+  while i <= j do
+    local e = math.min(j, i + 999)
+    redis.call(cmd, k, unpack(a, i, e))
+    i = e + 1
+  end
+end
+if ARGV[3] == '1' then
+  local del = {}
+  for _, x in ipairs(redis.call('HKEYS', k)) do
+    if string.sub(x, 1, 2) == 'd:' then del[#del+1] = x end
+  end
+  each('HDEL', del, 1, #del)
+end
+local i = 10 + tonumber(ARGV[4])
+if i > 10 then each('HDEL', ARGV, 10, i - 1) end
+local v = tonumber(f[1]) + 1
+ARGV[i+1] = string.format('%d', v)
+local n, moved = #ARGV, false
+if ARGV[5] == '1' then
+  local ls, cur = tonumber(ARGV[6]), tonumber(f[4])
+  if ls and (not cur or ls > cur) then
+    ARGV[n+1] = 'm:ls'
+    ARGV[n+2] = ARGV[6]
+    n = n + 2
+    if ARGV[8] ~= '' then
+      ARGV[n+1] = 'm:ip'
+      ARGV[n+2] = ARGV[8]
+      n = n + 2
+    end
+    if ARGV[9] ~= '' then
+      ARGV[n+1] = 'm:ua'
+      ARGV[n+2] = ARGV[9]
+      n = n + 2
+    end
+  end
+  local nid = tonumber(ARGV[7])
+  if nid and (not id or nid > id) then
+    ARGV[n+1] = 'm:id'
+    ARGV[n+2] = ARGV[7]
+    n = n + 2
+    id, moved = nid, true
+  end
+end
+each('HSET', ARGV, i, n)
+if moved then
+  local e = id
+  if ad and ad < e then e = ad end
+  if e <= now then
+    redis.call('DEL', k)
+    return {4, v}
+  end
+  redis.call('PEXPIREAT', k, e)
+end
+if ARGV[2] == '1' then redis.call('EXISTS', k) end
+return {0, v, f[5]}
+`)
+
+// script is a Lua script that can also run on a dedicated connection,
+// which rueidis.Lua cannot take.
+type script struct {
+	*rueidis.Lua
+	src, sha string
+}
+
+func newScript(src string) script {
+	sum := sha1.Sum([]byte(src))
+	return script{Lua: rueidis.NewLuaScript(src), src: src, sha: hex.EncodeToString(sum[:])}
+}
+
+// execOn runs the script on c as Exec does on a client: EVALSHA, and
+// EVAL if the server does not know the script yet.
+func (s script) execOn(ctx context.Context, c rueidis.DedicatedClient, keys, args []string) rueidis.RedisResult {
+	res := c.Do(ctx, c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
+	if err, ok := rueidis.IsRedisErr(res.Error()); ok && err.IsNoScript() {
+		res = c.Do(ctx, c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
+	}
+	return res
+}
 
 // rotateScript moves a record to a new key (standalone only: the two
 // session keys are in different slots).
