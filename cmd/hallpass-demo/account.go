@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/hallpass/hallpass"
@@ -266,12 +267,19 @@ func (a *app) reauth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := reauthPage{Next: hallpass.SafeNext(r.FormValue("next"))}
-	ok, err := a.passwords.Verify(r.Context(), r.PostFormValue("password"), u.PasswordHash)
-	if err != nil {
+	// The same throttle as logins: a stolen session must not become a
+	// way to guess the password.
+	checked, wait, err := a.checkPassword(r, u.Username, r.PostFormValue("password"))
+	switch {
+	case err != nil:
 		a.serverError(w, r, err)
 		return
-	}
-	if !ok {
+	case wait > 0:
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		p.Errors = []string{tooManyAttempts(wait)}
+		a.render(w, r, http.StatusTooManyRequests, "reauth", "Confirm your password", u, p)
+		return
+	case checked == nil || checked.ID != u.ID:
 		p.Errors = []string{loginFailed}
 		a.render(w, r, http.StatusUnauthorized, "reauth", "Confirm your password", u, p)
 		return

@@ -70,6 +70,7 @@ type app struct {
 	transport *secure.Policy // HTTPS redirect, HSTS, trusted proxies
 	remember  *remember.Remember
 	shop      *shop
+	throttle  *throttle // failed logins per account and address
 	// reauthWindow is how recently the password must have been typed
 	// for a password change.
 	reauthWindow time.Duration
@@ -142,6 +143,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		return nil, err
 	}
 	return &app{
+		throttle:  newThrottle(opts.Now),
 		shop:      sh,
 		remember:  rm,
 		db:        db,

@@ -2,9 +2,11 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hallpass/hallpass"
@@ -169,26 +171,54 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 	password := r.PostFormValue("password")
 	p := authPage{Username: username, Remember: r.PostFormValue("remember") != ""}
 
+	u, wait, err := a.checkPassword(r, username, password)
+	switch {
+	case err != nil:
+		a.serverError(w, r, err)
+	case wait > 0:
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		p.Errors = []string{tooManyAttempts(wait)}
+		a.renderAuth(w, r, http.StatusTooManyRequests, "login", "Log in", p)
+	case u == nil:
+		p.Errors = []string{loginFailed}
+		a.renderAuth(w, r, http.StatusUnauthorized, "login", "Log in", p)
+	default:
+		a.signIn(w, r, u.ID, p.Remember)
+	}
+}
+
+// checkPassword checks a username and password, within the login
+// throttle. It returns the user, or nil for a failure that must be
+// reported with loginFailed alone, or how long the client must wait.
+func (a *app) checkPassword(r *http.Request, username, password string) (*user, time.Duration, error) {
+	ip := a.sessions.ClientIP(r)
+	if wait := a.throttle.wait(username, ip); wait > 0 {
+		return nil, wait, nil
+	}
 	u, err := a.users.ByName(r.Context(), username)
 	if err != nil && !errors.Is(err, errNoUser) {
-		a.serverError(w, r, err)
-		return
+		return nil, 0, err
 	}
-	var hash string // "": Verify works on a dummy hash instead
+	var hash string // "": Verify works on a dummy hash instead, taking as long
 	if u != nil {
 		hash = u.PasswordHash
 	}
 	ok, err := a.passwords.Verify(r.Context(), password, hash)
 	if err != nil {
-		a.serverError(w, r, err)
-		return
+		return nil, 0, err
 	}
 	if !ok {
-		p.Errors = []string{loginFailed}
-		a.renderAuth(w, r, http.StatusUnauthorized, "login", "Log in", p)
-		return
+		a.throttle.fail(username, ip)
+		return nil, 0, nil
 	}
-	a.signIn(w, r, u.ID, p.Remember)
+	a.throttle.succeed(username)
+	return u, 0, nil
+}
+
+// tooManyAttempts is the message for a throttled login. It is the same
+// for names that exist and names that do not.
+func tooManyAttempts(wait time.Duration) string {
+	return fmt.Sprintf("Too many failed attempts. Try again in %d minutes.", int(wait.Minutes())+1)
 }
 
 // signIn signs user id in to the request's session and sends the browser

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/storetest"
 )
 
 const cookieName = "__Host-hallpass"
@@ -905,4 +907,42 @@ func TestCart(t *testing.T) {
 	wantRedirectHome(t, fourth.login("alice", "correct horse", false))
 	wantBody(t, fourth.get("/cart"), "Desk lamp", "Wool socks", "Total: €54.00")
 	wantNoBody(t, fourth.get("/cart"), "Enamel mug")
+}
+
+func TestLoginThrottled(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock(time.Now())
+	e := newEnvOptions(t, options{Now: clock.Now})
+	wantRedirectHome(t, e.client().signup("alice", "correct horse"))
+	c := e.client()
+	for range maxFailAccount {
+		wantStatus(t, c.login("alice", "wrong", false), http.StatusUnauthorized)
+	}
+	// Now even the right password waits, with the same page for a name
+	// that exists and one that does not.
+	r := c.login("alice", "correct horse", false)
+	wantStatus(t, r, http.StatusTooManyRequests)
+	wantBody(t, r, "Too many failed attempts")
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("a throttled login has no Retry-After")
+	}
+	for range maxFailAccount {
+		c.login("nobody", "wrong", false)
+	}
+	r2 := c.login("nobody", "wrong", false)
+	wantStatus(t, r2, http.StatusTooManyRequests)
+	same := func(body string) string { return csrfFieldRE.ReplaceAllString(body, "") }
+	if same(strings.ReplaceAll(r.body, "alice", "nobody")) != same(r2.body) {
+		t.Errorf("throttled pages differ for an existing and a missing user:\n%s\n---\n%s", r.body, r2.body)
+	}
+
+	clock.Add(failWindow + time.Second)
+	wantRedirectHome(t, c.login("alice", "correct horse", false))
+
+	// Per address: many names from one client.
+	d := e.client()
+	for i := range maxFailAddr {
+		d.login(fmt.Sprintf("user%d", i), "wrong", false)
+	}
+	wantStatus(t, d.login("alice", "correct horse", false), http.StatusTooManyRequests)
 }

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"strings"
+	"sync"
+	"time"
+)
+
+// Login throttling: after too many failed logins for one account, or from
+// one address, within window, further attempts are refused until the
+// oldest failure leaves the window. Counting per account stops password
+// guessing against one user from many addresses; per address, one
+// client trying many users. The account is the name typed, whether or
+// not it exists, so the refusal tells nothing about which names exist.
+const (
+	failWindow     = 15 * time.Minute
+	maxFailAccount = 5
+	maxFailAddr    = 20
+	// throttleKeys bounds the memory: past it the oldest entries go,
+	// which only forgets failures, never blocks anyone wrongly.
+	throttleKeys = 100_000
+)
+
+type throttle struct {
+	mu    sync.Mutex
+	fails map[string][]time.Time // "a:"+account or "i:"+address → failure times, oldest first
+	now   func() time.Time
+}
+
+func newThrottle(now func() time.Time) *throttle {
+	if now == nil {
+		now = time.Now
+	}
+	return &throttle{fails: make(map[string][]time.Time), now: now}
+}
+
+func accountKey(name string) string { return "a:" + strings.ToLower(name) }
+func addrKey(ip string) string      { return "i:" + ip }
+
+// wait returns how long the attempt must wait, or 0 if it may go ahead.
+func (t *throttle) wait(account, ip string) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	var d time.Duration
+	for key, max := range map[string]int{accountKey(account): maxFailAccount, addrKey(ip): maxFailAddr} {
+		fs := t.recent(key, now)
+		if len(fs) >= max {
+			d = maxDuration(d, fs[len(fs)-max].Add(failWindow).Sub(now))
+		}
+	}
+	return d
+}
+
+// fail records a failed attempt.
+func (t *throttle) fail(account, ip string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if len(t.fails) >= throttleKeys {
+		t.sweep(now)
+	}
+	for _, key := range []string{accountKey(account), addrKey(ip)} {
+		t.fails[key] = append(t.recent(key, now), now)
+	}
+}
+
+// succeed forgets the account's failures: its owner got in.
+func (t *throttle) succeed(account string) {
+	t.mu.Lock()
+	delete(t.fails, accountKey(account))
+	t.mu.Unlock()
+}
+
+// recent returns key's failures inside the window, dropping older ones.
+func (t *throttle) recent(key string, now time.Time) []time.Time {
+	fs := t.fails[key]
+	i := 0
+	for i < len(fs) && !fs[i].After(now.Add(-failWindow)) {
+		i++
+	}
+	if i == len(fs) {
+		delete(t.fails, key)
+		return nil
+	}
+	fs = fs[i:]
+	t.fails[key] = fs
+	return fs
+}
+
+// sweep drops every key whose failures are all out of the window, and if
+// that is not enough, half of the rest.
+func (t *throttle) sweep(now time.Time) {
+	for key := range t.fails {
+		t.recent(key, now)
+	}
+	for key := range t.fails {
+		if len(t.fails) < throttleKeys/2 {
+			break
+		}
+		delete(t.fails, key)
+	}
+}
+
+func maxDuration(a, b time.Duration) time.Duration {
+	if a > b {
+		return a
+	}
+	return b
+}
