@@ -21,6 +21,7 @@ import (
 	"github.com/hallpass/hallpass/csrf"
 	"github.com/hallpass/hallpass/remember"
 	"github.com/hallpass/hallpass/secure"
+	"github.com/hallpass/hallpass/token"
 )
 
 //go:embed templates/*.html
@@ -41,6 +42,8 @@ type options struct {
 	TrustedProxies []string
 	// HTTPSPort is where plain-HTTP requests are redirected; 0 for 443.
 	HTTPSPort int
+	// AccessTTL is the lifetime of API access tokens; 0 for token's default.
+	AccessTTL time.Duration
 	// EventLog, if set, also receives every session event as a JSON line.
 	EventLog io.Writer
 	// RememberFor is how long "keep me signed in" lasts after the last
@@ -71,6 +74,9 @@ type app struct {
 	remember  *remember.Remember
 	shop      *shop
 	throttle  *throttle // failed logins per account and address
+	tokens    *token.Issuer
+	// revocations lists revoked tokens and sign-out-everywhere cutoffs.
+	revocations *hallpass.Revocations
 	// reauthWindow is how recently the password must have been typed
 	// for a password change.
 	reauthWindow time.Duration
@@ -112,6 +118,15 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Revoked tokens (and sign-out-everywhere cutoffs) are shared by
+	// every instance through the session store.
+	rev, err := hallpass.NewRevocations(ctx, st, &hallpass.RevocationOptions{Now: opts.Now, OnError: func(err error) {
+		opts.Logger.Warn("revocation list", "err", err)
+	}})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	m, err := hallpass.New(hallpass.Config{
 		Store:    st,
 		ClientIP: pol.ClientIP,
@@ -120,6 +135,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		// user's saved cart at login.
 		GuestPersistent: true,
 		OnLogin:         sh.mergeCart,
+		Revocations:     rev,
 		IdleTimeout:     opts.IdleTimeout,
 		Lifetime:        opts.Lifetime,
 		RotateEvery:     opts.RotateEvery,
@@ -129,6 +145,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		Now:             opts.Now,
 	})
 	if err != nil {
+		rev.Close()
 		st.Close()
 		return nil, err
 	}
@@ -139,10 +156,17 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	}
 	rm, err := remember.New(remember.Config{Sessions: m, Key: key, Lifetime: opts.RememberFor, Now: opts.Now})
 	if err != nil {
+		rev.Close()
 		st.Close()
 		return nil, err
 	}
-	return &app{
+	seed, err := secret(ctx, db, "token-ed25519")
+	if err != nil {
+		rev.Close()
+		st.Close()
+		return nil, err
+	}
+	a := &app{
 		throttle:  newThrottle(opts.Now),
 		shop:      sh,
 		remember:  rm,
@@ -156,12 +180,22 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		transport: pol,
 
 		reauthWindow: opts.ReauthWindow,
-	}, nil
+		revocations:  rev,
+	}
+	if a.tokens, err = newTokens(a, seed, st, rev, opts.AccessTTL, opts.Now); err != nil {
+		rev.Close()
+		st.Close()
+		return nil, err
+	}
+	return a, nil
 }
 
 // Close stops the session store's background work. It leaves the
 // database open for its owner to close.
-func (a *app) Close() error { return a.store.Close() }
+func (a *app) Close() error {
+	a.revocations.Close()
+	return a.store.Close()
+}
 
 // parsePages parses each page template together with the layout, so that
 // every page can fill the layout's "content" block its own way.
@@ -217,7 +251,11 @@ func (a *app) Handler() http.Handler {
 	// get them too. Checking before any handler runs covers every unsafe
 	// route, /session/extend included. The CSRF check reads the form, so
 	// it gets the app's own bound on form size.
-	protect := csrf.New(&csrf.Options{MaxFormBytes: maxFormBytes})
+	a.apiRoutes(mux)
+	mux.HandleFunc("POST /logout/all", a.logoutAll)
+	// The API authenticates with Bearer tokens, never cookies, so a
+	// cross-site request cannot ride on a browser's session there.
+	protect := csrf.New(&csrf.Options{MaxFormBytes: maxFormBytes, InsecureBypassPatterns: []string{"/api/"}})
 	// A browser coming back with only its remember-me cookie is signed in
 	// before anything reads the session.
 	return a.transport.Handler(a.sessions.Handler(a.remember.Handler(securityHeaders(protect.Handler(mux)))))

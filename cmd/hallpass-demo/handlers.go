@@ -246,6 +246,41 @@ func (a *app) signIn(w http.ResponseWriter, r *http.Request, id int64, remember 
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
+// logoutAll signs the user out everywhere: every session, every
+// remember-me series, every API token (through the user's revocation
+// cutoff), this browser included.
+func (a *app) logoutAll(w http.ResponseWriter, r *http.Request) {
+	s := hallpass.FromRequest(r)
+	user := s.UserID()
+	if user == "" {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return
+	}
+	if _, err := a.remember.ForgetAll(r.Context(), user); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if err := a.remember.Forget(w, r); err != nil { // this browser's cookie
+		a.serverError(w, r, err)
+		return
+	}
+	n, err := a.sessions.RevokeAll(r.Context(), user)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if err := s.Logout(); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	msg := fmt.Sprintf("Signed out everywhere (%d sessions).", n)
+	if err := s.Set(flashKey, msg); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
 // logout ends the session on the server, so that a copy of its cookie
 // is worthless from now on.
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {

@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	var proxies listFlag
 	fs.Var(&proxies, "trusted-proxy", "believe X-Forwarded-For and X-Forwarded-Proto only from this `CIDR` or address; repeatable ($HALLPASS_TRUSTED_PROXY, comma-separated)")
 	logFile := fs.String("log-file", "", "also append every session event to this `file`, one JSON object per line ($HALLPASS_LOG_FILE)")
+	accessTTL := fs.Duration("access-ttl", 0, "lifetime of API access tokens; 0 means 10m ($HALLPASS_ACCESS_TTL)")
 	rememberFor := fs.Duration("remember-for", 0, "\"keep me signed in\" lasts this long after the last visit; 0 means 30 days ($HALLPASS_REMEMBER_FOR)")
 	maxSessions := fs.Int("max-sessions", 0, "most sessions one user may be signed in with; a login over it signs out the user's oldest session; 0 means no limit ($HALLPASS_MAX_SESSIONS)")
 	reauthWindow := fs.Duration("reauth-window", defaultReauthWindow, "ask for the password again before a password change unless it was typed within this long ($HALLPASS_REAUTH_WINDOW)")
@@ -86,7 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"rotate-every": "HALLPASS_ROTATE_EVERY", "rotate-grace": "HALLPASS_ROTATE_GRACE",
 		"reauth-window": "HALLPASS_REAUTH_WINDOW", "max-sessions": "HALLPASS_MAX_SESSIONS",
 		"tls-cert": "HALLPASS_TLS_CERT", "tls-key": "HALLPASS_TLS_KEY", "tls-self-signed": "HALLPASS_TLS_SELF_SIGNED",
-		"remember-for": "HALLPASS_REMEMBER_FOR", "redirect-http": "HALLPASS_REDIRECT_HTTP", "trusted-proxy": "HALLPASS_TRUSTED_PROXY", "log-file": "HALLPASS_LOG_FILE",
+		"remember-for": "HALLPASS_REMEMBER_FOR", "access-ttl": "HALLPASS_ACCESS_TTL", "redirect-http": "HALLPASS_REDIRECT_HTTP", "trusted-proxy": "HALLPASS_TRUSTED_PROXY", "log-file": "HALLPASS_LOG_FILE",
 	} {
 		if v := getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -118,6 +119,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		{*reauthWindow <= 0, "reauth-window", "HALLPASS_REAUTH_WINDOW", "must be positive"},
 		{*maxSessions < 0, "max-sessions", "HALLPASS_MAX_SESSIONS", "must not be negative"},
 		{*rememberFor < 0, "remember-for", "HALLPASS_REMEMBER_FOR", "must not be negative"},
+		{*accessTTL < 0, "access-ttl", "HALLPASS_ACCESS_TTL", "must not be negative"},
 		{(*tlsCert == "") != (*tlsKey == ""), "tls-cert", "HALLPASS_TLS_CERT", "needs -tls-key, and the other way round"},
 		{*tlsSelfSigned && *tlsCert != "", "tls-self-signed", "HALLPASS_TLS_SELF_SIGNED", "is instead of -tls-cert, not with it"},
 		{*redirectHTTP != "" && *tlsCert == "" && !*tlsSelfSigned, "redirect-http", "HALLPASS_REDIRECT_HTTP", "needs HTTPS to redirect to: -tls-cert or -tls-self-signed"},
@@ -163,7 +165,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Store: *store, IdleTimeout: *idle, Lifetime: *lifetime,
 		RotateEvery: *rotateEvery, RotateGrace: *rotateGrace, ReauthWindow: *reauthWindow,
 		MaxSessions: *maxSessions, TrustedProxies: proxies, HTTPSPort: httpsPort,
-		EventLog: eventLog, RememberFor: *rememberFor,
+		EventLog: eventLog, RememberFor: *rememberFor, AccessTTL: *accessTTL,
 		Logger: logger,
 	})
 	if err != nil {

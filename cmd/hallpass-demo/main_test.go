@@ -946,3 +946,102 @@ func TestLoginThrottled(t *testing.T) {
 	}
 	wantStatus(t, d.login("alice", "correct horse", false), http.StatusTooManyRequests)
 }
+
+// api calls the API as a non-browser client: no cookies, no CSRF token.
+func (e *env) api(method, path, bearer string, form url.Values) (int, map[string]any, http.Header) {
+	e.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var m map[string]any
+	json.NewDecoder(res.Body).Decode(&m)
+	return res.StatusCode, m, res.Header
+}
+
+func TestAPITokens(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	wantRedirectHome(t, e.client().signup("alice", "correct horse"))
+
+	code, m, _ := e.api("POST", "/api/token", "", url.Values{"username": {"alice"}, "password": {"wrong"}})
+	if code != http.StatusBadRequest || m["error"] != "invalid_grant" {
+		t.Errorf("wrong password: %d %v", code, m)
+	}
+	code, m, _ = e.api("POST", "/api/token", "", url.Values{"username": {"alice"}, "password": {"correct horse"}})
+	access, _ := m["access_token"].(string)
+	refresh, _ := m["refresh_token"].(string)
+	if code != 200 || access == "" || refresh == "" || m["token_type"] != "Bearer" {
+		t.Fatalf("POST /api/token: %d %v", code, m)
+	}
+	if code, m, _ := e.api("GET", "/api/me", access, nil); code != 200 || m["username"] != "alice" {
+		t.Errorf("GET /api/me: %d %v", code, m)
+	}
+	if code, _, h := e.api("GET", "/api/me", "", nil); code != 401 || !strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer") {
+		t.Errorf("GET /api/me without a token: %d, WWW-Authenticate %q", code, h.Get("WWW-Authenticate"))
+	}
+
+	code, m, _ = e.api("POST", "/api/token/refresh", "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}})
+	access2, _ := m["access_token"].(string)
+	refresh2, _ := m["refresh_token"].(string)
+	if code != 200 || access2 == "" || refresh2 == "" || refresh2 == refresh {
+		t.Fatalf("refresh: %d %v", code, m)
+	}
+
+	// The client signs out: its pair stops working.
+	if code, _, _ := e.api("POST", "/api/token/revoke", access2, url.Values{}); code != http.StatusNoContent {
+		t.Fatalf("revoke: %d", code)
+	}
+	if code, _, _ := e.api("GET", "/api/me", access2, nil); code != 401 {
+		t.Errorf("a revoked access token still works: %d", code)
+	}
+	if code, _, _ := e.api("POST", "/api/token/refresh", "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh2}}); code != 400 {
+		t.Errorf("a revoked family still refreshes: %d", code)
+	}
+}
+
+// TestLogoutAll signs out every browser, remember-me series and API token
+// of the user.
+func TestLogoutAll(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.client()
+	wantRedirectHome(t, a.signup("alice", "correct horse"))
+	b := e.client()
+	wantRedirectHome(t, b.login("alice", "correct horse", true))
+	bob := e.client()
+	wantRedirectHome(t, bob.signup("bob", "battery staple"))
+	_, m, _ := e.api("POST", "/api/token", "", url.Values{"username": {"alice"}, "password": {"correct horse"}})
+	access, _ := m["access_token"].(string)
+	refresh, _ := m["refresh_token"].(string)
+
+	wantRedirectHome(t, a.post("/logout/all", nil))
+	wantBody(t, a.get("/"), "Guest", "Signed out everywhere")
+	wantBody(t, b.get("/"), "Guest")
+	wantBody(t, b.restart().get("/"), "Guest") // its remember-me series is gone too
+	wantBody(t, bob.get("/"), "Signed in as bob")
+	if code, _, _ := e.api("GET", "/api/me", access, nil); code != 401 {
+		t.Errorf("an access token from before sign-out-everywhere still works: %d", code)
+	}
+	if code, _, _ := e.api("POST", "/api/token/refresh", "", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}}); code != 400 {
+		t.Errorf("a refresh token from before sign-out-everywhere still refreshes: %d", code)
+	}
+	// Signing in again works.
+	wantRedirectHome(t, a.login("alice", "correct horse", false))
+	wantBody(t, a.get("/"), "Signed in as alice")
+}
