@@ -75,6 +75,8 @@ type app struct {
 	shop      *shop
 	throttle  *throttle // failed logins per account and address
 	tokens    *token.Issuer
+	// reservations holds stock for sessions (POST /reserve).
+	reservations *reservations
 	// revocations lists revoked tokens and sign-out-everywhere cutoffs.
 	revocations *hallpass.Revocations
 	// reauthWindow is how recently the password must have been typed
@@ -106,14 +108,20 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-trusted-proxy: %w", err)
 	}
-	var events hallpass.Sink = hallpass.SlogSink{Logger: opts.Logger}
-	if opts.EventLog != nil {
-		events = hallpass.Sinks{events, hallpass.SlogSink{Logger: slog.New(slog.NewJSONHandler(opts.EventLog, nil))}}
-	}
 	sh, err := newShop(ctx, db)
 	if err != nil {
 		return nil, err
 	}
+	res, err := newReservations(ctx, db, opts.Now)
+	if err != nil {
+		return nil, err
+	}
+	events := hallpass.Sinks{hallpass.SlogSink{Logger: opts.Logger}}
+	if opts.EventLog != nil {
+		events = append(events, hallpass.SlogSink{Logger: slog.New(slog.NewJSONHandler(opts.EventLog, nil))})
+	}
+	// Holds end with the session that made them.
+	events = append(events, hallpass.SinkFunc(res.sessionEvent))
 	st, err := openStore(ctx, opts.Store, db)
 	if err != nil {
 		return nil, err
@@ -167,17 +175,18 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		return nil, err
 	}
 	a := &app{
-		throttle:  newThrottle(opts.Now),
-		shop:      sh,
-		remember:  rm,
-		db:        db,
-		store:     st,
-		sessions:  m,
-		users:     us,
-		passwords: newHasher(opts.Argon2),
-		pages:     pages,
-		log:       opts.Logger,
-		transport: pol,
+		reservations: res,
+		throttle:     newThrottle(opts.Now),
+		shop:         sh,
+		remember:     rm,
+		db:           db,
+		store:        st,
+		sessions:     m,
+		users:        us,
+		passwords:    newHasher(opts.Argon2),
+		pages:        pages,
+		log:          opts.Logger,
+		transport:    pol,
 
 		reauthWindow: opts.ReauthWindow,
 		revocations:  rev,
@@ -193,6 +202,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 // Close stops the session store's background work. It leaves the
 // database open for its owner to close.
 func (a *app) Close() error {
+	a.reservations.Close()
 	a.revocations.Close()
 	return a.store.Close()
 }
@@ -252,6 +262,7 @@ func (a *app) Handler() http.Handler {
 	// route, /session/extend included. The CSRF check reads the form, so
 	// it gets the app's own bound on form size.
 	a.apiRoutes(mux)
+	a.reserveRoutes(mux)
 	mux.HandleFunc("POST /logout/all", a.logoutAll)
 	// The API authenticates with Bearer tokens, never cookies, so a
 	// cross-site request cannot ride on a browser's session there.
