@@ -267,6 +267,10 @@ func (a *app) reauth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := reauthPage{Next: hallpass.SafeNext(r.FormValue("next"))}
+	if code := r.PostFormValue("code"); code != "" && u.MFASecret != "" {
+		a.reauthCode(w, r, u, code, p)
+		return
+	}
 	// The same throttle as logins: a stolen session must not become a
 	// way to guess the password.
 	checked, wait, err := a.checkPassword(r, u.Username, r.PostFormValue("password"))
@@ -284,8 +288,38 @@ func (a *app) reauth(w http.ResponseWriter, r *http.Request) {
 		a.render(w, r, http.StatusUnauthorized, "reauth", "Confirm your password", u, p)
 		return
 	}
+	a.confirmed(w, r, hallpass.MethodPassword, p.Next)
+}
+
+// reauthCode is reauth with a TOTP code instead of the password.
+func (a *app) reauthCode(w http.ResponseWriter, r *http.Request, u *user, code string, p reauthPage) {
+	ip := a.sessions.ClientIP(r)
+	if wait := a.throttle.wait(u.Username, ip); wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		p.Errors = []string{tooManyAttempts(wait)}
+		a.render(w, r, http.StatusTooManyRequests, "reauth", "Confirm your password", u, p)
+		return
+	}
+	ok, err := a.checkTOTP(r.Context(), u, code)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if !ok {
+		a.throttle.fail(u.Username, ip)
+		p.Errors = []string{"That code is not right, or was used already."}
+		a.render(w, r, http.StatusUnauthorized, "reauth", "Confirm your password", u, p)
+		return
+	}
+	a.throttle.succeed(u.Username)
+	a.confirmed(w, r, hallpass.MethodTOTP, p.Next)
+}
+
+// confirmed records a fresh credential check made with method and goes
+// on to next.
+func (a *app) confirmed(w http.ResponseWriter, r *http.Request, method, next string) {
 	s := hallpass.FromRequest(r)
-	if err := s.Reauthenticate(hallpass.MethodPassword); err != nil {
+	if err := s.Reauthenticate(method); err != nil {
 		if !s.IsAuthenticated() {
 			// The session ended (revoked, expired) during this request;
 			// Reauthenticate has made it a guest.
@@ -295,9 +329,13 @@ func (a *app) reauth(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
-	if err := s.Set(flashKey, "Password confirmed."); err != nil {
+	msg := "Password confirmed."
+	if method == hallpass.MethodTOTP {
+		msg = "Code confirmed."
+	}
+	if err := s.Set(flashKey, msg); err != nil {
 		a.serverError(w, r, err)
 		return
 	}
-	http.Redirect(w, r, p.Next, http.StatusSeeOther)
+	http.Redirect(w, r, next, http.StatusSeeOther)
 }

@@ -82,6 +82,7 @@ type app struct {
 	// reauthWindow is how recently the password must have been typed
 	// for a password change.
 	reauthWindow time.Duration
+	now          func() time.Time
 }
 
 // newApp builds the app on db, which keeps both users and sessions. Close
@@ -190,6 +191,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 
 		reauthWindow: opts.ReauthWindow,
 		revocations:  rev,
+		now:          cmpOrNow(opts.Now),
 	}
 	if a.tokens, err = newTokens(a, seed, st, rev, opts.AccessTTL, opts.Now); err != nil {
 		rev.Close()
@@ -251,6 +253,11 @@ func (a *app) Handler() http.Handler {
 	// or an unlocked browser, is not enough to take the account over.
 	fresh := a.sessions.Require(hallpass.Requirement{FreshWithin: a.reauthWindow, ReauthURL: "/reauth"})
 	mux.Handle("POST /account/password", fresh(http.HandlerFunc(a.changePassword)))
+	mux.Handle("GET /account/mfa", fresh(http.HandlerFunc(a.mfaForm)))
+	mux.Handle("GET /account/mfa/qr.png", fresh(http.HandlerFunc(a.mfaQR)))
+	mux.Handle("POST /account/mfa", fresh(http.HandlerFunc(a.mfaEnrol)))
+	mux.HandleFunc("GET /login/mfa", a.mfaLoginForm)
+	mux.HandleFunc("POST /login/mfa", a.mfaLogin)
 	mux.Handle("GET /session", a.sessions.StatusHandler())
 	mux.Handle("POST /session/extend", a.sessions.ExtendHandler())
 	static, _ := fs.Sub(staticFS, "static")
@@ -365,4 +372,11 @@ func (a *app) currentUser(r *http.Request) (*user, error) {
 		return nil, s.Logout()
 	}
 	return nil, err
+}
+
+func cmpOrNow(now func() time.Time) func() time.Time {
+	if now == nil {
+		return time.Now
+	}
+	return now
 }

@@ -182,6 +182,8 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 	case u == nil:
 		p.Errors = []string{loginFailed}
 		a.renderAuth(w, r, http.StatusUnauthorized, "login", "Log in", p)
+	case u.MFASecret != "":
+		a.startMFALogin(w, r, u, p.Remember)
 	default:
 		a.signIn(w, r, u.ID, p.Remember)
 	}
@@ -230,6 +232,13 @@ func (a *app) signIn(w http.ResponseWriter, r *http.Request, id int64, remember 
 		a.serverError(w, r, err)
 		return
 	}
+	a.finishSignIn(w, r, remember)
+}
+
+// finishSignIn follows a successful Login: the remember-me series if
+// asked for, a message, and home.
+func (a *app) finishSignIn(w http.ResponseWriter, r *http.Request, remember bool) {
+	s := hallpass.FromRequest(r)
 	if remember {
 		// The session is persistent, and when it ends (idle, lifetime,
 		// a cleared cookie) the browser is signed in again by its

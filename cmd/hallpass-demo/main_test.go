@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pquerna/otp/totp"
+
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/store/storetest"
 )
@@ -1044,4 +1046,59 @@ func TestLogoutAll(t *testing.T) {
 	// Signing in again works.
 	wantRedirectHome(t, a.login("alice", "correct horse", false))
 	wantBody(t, a.get("/"), "Signed in as alice")
+}
+
+func TestMFA(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock(time.Now())
+	e := newEnvOptions(t, options{Now: clock.Now})
+	a := e.client()
+	wantRedirectHome(t, a.signup("alice", "correct horse"))
+	other := e.client()
+	wantRedirectHome(t, other.login("alice", "correct horse", true))
+
+	r := a.get("/account/mfa")
+	wantStatus(t, r, http.StatusOK)
+	m := regexp.MustCompile(`otpauth://totp/[^<"]*secret=([A-Z2-7]+)`).FindStringSubmatch(r.body)
+	if m == nil {
+		t.Fatalf("no otpauth URI on the enrolment page:\n%s", r.body)
+	}
+	secret := m[1]
+	qr := a.get("/account/mfa/qr.png")
+	if qr.StatusCode != 200 || qr.Header.Get("Content-Type") != "image/png" || !strings.HasPrefix(qr.body, "\x89PNG") {
+		t.Errorf("QR code: %d %s", qr.StatusCode, qr.Header.Get("Content-Type"))
+	}
+	wantStatus(t, a.post("/account/mfa", url.Values{"code": {"000000"}}), http.StatusUnprocessableEntity)
+	code, _ := totp.GenerateCode(secret, clock.Now())
+	wantRedirect(t, a.post("/account/mfa", url.Values{"code": {code}}), "/account")
+	wantBody(t, a.get("/account"), "multi_factor", "Two-step verification</dt><dd>on")
+	wantBody(t, other.get("/"), "Guest")           // enrolling signed the other device out...
+	wantBody(t, other.restart().get("/"), "Guest") // ...and ended its remember-me series
+
+	// Login now takes the password, then a code.
+	b := e.client()
+	wantRedirect(t, b.login("alice", "correct horse", false), "/login/mfa")
+	wantBody(t, b.get("/"), "Guest")
+	wantStatus(t, b.post("/login/mfa", url.Values{"code": {"123456"}}), http.StatusUnauthorized)
+	clock.Add(30 * time.Second)
+	code, _ = totp.GenerateCode(secret, clock.Now())
+	wantRedirectHome(t, b.post("/login/mfa", url.Values{"code": {code}}))
+	wantBody(t, b.get("/account"), "Signed in as alice", "multi_factor")
+
+	// A code works once.
+	c := e.client()
+	wantRedirect(t, c.login("alice", "correct horse", false), "/login/mfa")
+	r = c.post("/login/mfa", url.Values{"code": {code}})
+	wantStatus(t, r, http.StatusUnauthorized)
+	wantBody(t, r, "used already")
+
+	// The step after the password expires.
+	clock.Add(6 * time.Minute)
+	wantRedirect(t, c.post("/login/mfa", url.Values{"code": {"123456"}}), "/login")
+
+	// Re-authentication takes a code in place of the password.
+	clock.Add(30 * time.Second)
+	code, _ = totp.GenerateCode(secret, clock.Now())
+	wantRedirect(t, b.post("/reauth", url.Values{"code": {code}, "next": {"/account"}}), "/account")
+	wantBody(t, b.get("/account"), "Code confirmed.")
 }

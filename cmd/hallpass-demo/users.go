@@ -64,12 +64,29 @@ const usersSchema = `CREATE TABLE IF NOT EXISTS users (
 	created_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
 ) STRICT`
 
+// userColumns are the columns added after the first release, each with
+// its definition; newUsers adds those a database lacks.
+var userColumns = [][2]string{
+	{"email", "TEXT NOT NULL DEFAULT ''"},
+	{"mfa_secret", "TEXT NOT NULL DEFAULT ''"}, // base32 TOTP secret; '' if not enrolled
+	{"mfa_step", "INTEGER NOT NULL DEFAULT 0"}, // last TOTP time step accepted: a code works once
+	{"role", "TEXT NOT NULL DEFAULT ''"},       // "admin" or ''
+}
+
+const userSelect = `SELECT id, username, password_hash, email, mfa_secret, role FROM users`
+
 // user is one row of the users table.
 type user struct {
 	ID           int64
 	Username     string
 	PasswordHash string
+	Email        string
+	MFASecret    string
+	Role         string
 }
+
+// IsAdmin reports whether u may use the admin pages.
+func (u *user) IsAdmin() bool { return u != nil && u.Role == "admin" }
 
 // Errors of the users table.
 var (
@@ -83,6 +100,17 @@ type users struct{ db *sql.DB }
 func newUsers(ctx context.Context, db *sql.DB) (*users, error) {
 	if _, err := db.ExecContext(ctx, usersSchema); err != nil {
 		return nil, fmt.Errorf("create users table: %w", err)
+	}
+	for _, c := range userColumns {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('users') WHERE name = ?`, c[0]).Scan(&n); err != nil {
+			return nil, fmt.Errorf("users table: %w", err)
+		}
+		if n == 0 {
+			if _, err := db.ExecContext(ctx, `ALTER TABLE users ADD COLUMN `+c[0]+` `+c[1]); err != nil {
+				return nil, fmt.Errorf("users table: add %s: %w", c[0], err)
+			}
+		}
 	}
 	return &users{db: db}, nil
 }
@@ -107,12 +135,12 @@ func (u *users) Create(ctx context.Context, username, passwordHash string) (int6
 
 // ByName returns the user called username, ignoring case, or errNoUser.
 func (u *users) ByName(ctx context.Context, username string) (*user, error) {
-	return u.one(ctx, `SELECT id, username, password_hash FROM users WHERE username = ?`, username)
+	return u.one(ctx, userSelect+` WHERE username = ?`, username)
 }
 
 // ByID returns the user with id, or errNoUser.
 func (u *users) ByID(ctx context.Context, id int64) (*user, error) {
-	return u.one(ctx, `SELECT id, username, password_hash FROM users WHERE id = ?`, id)
+	return u.one(ctx, userSelect+` WHERE id = ?`, id)
 }
 
 // SetPassword replaces the password hash of user id, or returns errNoUser.
@@ -131,9 +159,79 @@ func (u *users) SetPassword(ctx context.Context, id int64, passwordHash string) 
 	return nil
 }
 
+// set sets one column of user id, or returns errNoUser.
+func (u *users) set(ctx context.Context, id int64, column string, v any) error {
+	res, err := u.db.ExecContext(ctx, `UPDATE users SET `+column+` = ? WHERE id = ?`, v, id)
+	if err != nil {
+		return fmt.Errorf("set %s: %w", column, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return cmpOr(err, errNoUser)
+	}
+	return nil
+}
+
+// SetMFA enrols user id in TOTP with secret ("" to turn it off).
+func (u *users) SetMFA(ctx context.Context, id int64, secret string) error {
+	return u.set(ctx, id, "mfa_secret", secret)
+}
+
+// SetEmail sets the email address of user id.
+func (u *users) SetEmail(ctx context.Context, id int64, email string) error {
+	return u.set(ctx, id, "email", email)
+}
+
+// MakeAdmin gives the user called username the admin role, if there is
+// one, and reports whether there was.
+func (u *users) MakeAdmin(ctx context.Context, username string) (bool, error) {
+	res, err := u.db.ExecContext(ctx, `UPDATE users SET role = 'admin' WHERE username = ?`, username)
+	if err != nil {
+		return false, fmt.Errorf("make admin: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// UseMFAStep records that user id used the TOTP code of time step step,
+// and reports false if that step, or a later one, was used already: a
+// code works once, even within its 30 seconds.
+func (u *users) UseMFAStep(ctx context.Context, id, step int64) (bool, error) {
+	res, err := u.db.ExecContext(ctx, `UPDATE users SET mfa_step = ? WHERE id = ? AND mfa_step < ?`, step, id, step)
+	if err != nil {
+		return false, fmt.Errorf("use TOTP step: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// All returns every user, by name.
+func (u *users) All(ctx context.Context) ([]*user, error) {
+	rows, err := u.db.QueryContext(ctx, userSelect+` ORDER BY username`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*user
+	for rows.Next() {
+		var r user
+		if err := rows.Scan(&r.ID, &r.Username, &r.PasswordHash, &r.Email, &r.MFASecret, &r.Role); err != nil {
+			return nil, err
+		}
+		out = append(out, &r)
+	}
+	return out, rows.Err()
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
 func (u *users) one(ctx context.Context, query string, arg any) (*user, error) {
 	var r user
-	err := u.db.QueryRowContext(ctx, query, arg).Scan(&r.ID, &r.Username, &r.PasswordHash)
+	err := u.db.QueryRowContext(ctx, query, arg).Scan(&r.ID, &r.Username, &r.PasswordHash, &r.Email, &r.MFASecret, &r.Role)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errNoUser
 	}
