@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hallpass/hallpass"
@@ -338,4 +339,27 @@ func (a *app) confirmed(w http.ResponseWriter, r *http.Request, method, next str
 		return
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// changeEmail handles POST /account/email: a sensitive action, so it sits
+// behind the re-auth window like the password change.
+func (a *app) changeEmail(w http.ResponseWriter, r *http.Request) {
+	u := a.requireUser(w, r)
+	if u == nil || !parseForm(w, r) {
+		return
+	}
+	email := strings.TrimSpace(r.PostFormValue("email"))
+	if len(email) > 254 || strings.Count(email, "@") != 1 || strings.HasPrefix(email, "@") || strings.HasSuffix(email, "@") || strings.ContainsAny(email, " \t\r\n<>") {
+		a.render(w, r, http.StatusUnprocessableEntity, "message", "Email", u, "That does not look like an email address.")
+		return
+	}
+	if err := a.users.SetEmail(r.Context(), u.ID, email); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if err := hallpass.FromRequest(r).Set(flashKey, "Email address changed."); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/account", http.StatusSeeOther)
 }

@@ -94,8 +94,8 @@ func TestAccountPage(t *testing.T) {
 		wantRedirect(t, c.post("/reauth", url.Values{"password": {"correct horse"}}), "/login")
 		r := c.post("/account/password", url.Values{"current_password": {"x"}, "new_password": {"new password"}})
 		wantStatus(t, r, http.StatusSeeOther)
-		if loc := r.Header.Get("Location"); !strings.HasPrefix(loc, "/reauth?") {
-			t.Errorf("guest POST /account/password: Location %q; want the re-auth page", loc)
+		if loc := r.Header.Get("Location"); !strings.HasPrefix(loc, "/login?") {
+			t.Errorf("guest POST /account/password: Location %q; want the login page", loc)
 		}
 		wantNoBody(t, c.get("/"), `href="/account"`)
 	})

@@ -42,6 +42,8 @@ type options struct {
 	TrustedProxies []string
 	// HTTPSPort is where plain-HTTP requests are redirected; 0 for 443.
 	HTTPSPort int
+	// Admin is the username that gets the admin role once signed up.
+	Admin string
 	// AccessTTL is the lifetime of API access tokens; 0 for token's default.
 	AccessTTL time.Duration
 	// EventLog, if set, also receives every session event as a JSON line.
@@ -83,6 +85,8 @@ type app struct {
 	// for a password change.
 	reauthWindow time.Duration
 	now          func() time.Time
+	events       *eventRing // the latest security events, for /admin
+	adminName    string     // -admin
 }
 
 // newApp builds the app on db, which keeps both users and sessions. Close
@@ -123,6 +127,13 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	}
 	// Holds end with the session that made them.
 	events = append(events, hallpass.SinkFunc(res.sessionEvent))
+	ring := newEventRing(100)
+	events = append(events, ring)
+	if opts.Admin != "" {
+		if _, err := us.MakeAdmin(ctx, opts.Admin); err != nil {
+			return nil, err
+		}
+	}
 	st, err := openStore(ctx, opts.Store, db)
 	if err != nil {
 		return nil, err
@@ -192,6 +203,8 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		reauthWindow: opts.ReauthWindow,
 		revocations:  rev,
 		now:          cmpOrNow(opts.Now),
+		events:       ring,
+		adminName:    opts.Admin,
 	}
 	if a.tokens, err = newTokens(a, seed, st, rev, opts.AccessTTL, opts.Now); err != nil {
 		rev.Close()
@@ -251,11 +264,15 @@ func (a *app) Handler() http.Handler {
 	// Changing the password needs the current one typed recently, on top
 	// of the current one in the form: a session cookie stolen hours ago,
 	// or an unlocked browser, is not enough to take the account over.
-	fresh := a.sessions.Require(hallpass.Requirement{FreshWithin: a.reauthWindow, ReauthURL: "/reauth"})
+	fresh := a.sessions.Require(hallpass.Requirement{FreshWithin: a.reauthWindow, ReauthURL: "/reauth", LoginURL: "/login"})
 	mux.Handle("POST /account/password", fresh(http.HandlerFunc(a.changePassword)))
 	mux.Handle("GET /account/mfa", fresh(http.HandlerFunc(a.mfaForm)))
 	mux.Handle("GET /account/mfa/qr.png", fresh(http.HandlerFunc(a.mfaQR)))
 	mux.Handle("POST /account/mfa", fresh(http.HandlerFunc(a.mfaEnrol)))
+	mux.Handle("POST /account/email", fresh(http.HandlerFunc(a.changeEmail)))
+	mux.Handle("GET /admin", fresh(http.HandlerFunc(a.admin)))
+	mux.Handle("POST /admin/users/{id}/sessions/{handle}/revoke", fresh(http.HandlerFunc(a.adminRevoke)))
+	mux.Handle("POST /admin/users/{id}/revoke-all", fresh(http.HandlerFunc(a.adminRevokeAll)))
 	mux.HandleFunc("GET /login/mfa", a.mfaLoginForm)
 	mux.HandleFunc("POST /login/mfa", a.mfaLogin)
 	mux.Handle("GET /session", a.sessions.StatusHandler())

@@ -124,6 +124,12 @@ func (a *app) signup(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
+	if a.adminName != "" && strings.EqualFold(username, a.adminName) {
+		if _, err := a.users.MakeAdmin(r.Context(), username); err != nil {
+			a.serverError(w, r, err)
+			return
+		}
+	}
 	a.signIn(w, r, id, p.Remember)
 }
 

@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	var proxies listFlag
 	fs.Var(&proxies, "trusted-proxy", "believe X-Forwarded-For and X-Forwarded-Proto only from this `CIDR` or address; repeatable ($HALLPASS_TRUSTED_PROXY, comma-separated)")
 	logFile := fs.String("log-file", "", "also append every session event to this `file`, one JSON object per line ($HALLPASS_LOG_FILE)")
+	admin := fs.String("admin", "", "the `username` that gets the admin role (/admin) once signed up ($HALLPASS_ADMIN)")
 	accessTTL := fs.Duration("access-ttl", 0, "lifetime of API access tokens; 0 means 10m ($HALLPASS_ACCESS_TTL)")
 	rememberFor := fs.Duration("remember-for", 0, "\"keep me signed in\" lasts this long after the last visit; 0 means 30 days ($HALLPASS_REMEMBER_FOR)")
 	maxSessions := fs.Int("max-sessions", 0, "most sessions one user may be signed in with; a login over it signs out the user's oldest session; 0 means no limit ($HALLPASS_MAX_SESSIONS)")
@@ -87,7 +88,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"rotate-every": "HALLPASS_ROTATE_EVERY", "rotate-grace": "HALLPASS_ROTATE_GRACE",
 		"reauth-window": "HALLPASS_REAUTH_WINDOW", "max-sessions": "HALLPASS_MAX_SESSIONS",
 		"tls-cert": "HALLPASS_TLS_CERT", "tls-key": "HALLPASS_TLS_KEY", "tls-self-signed": "HALLPASS_TLS_SELF_SIGNED",
-		"remember-for": "HALLPASS_REMEMBER_FOR", "access-ttl": "HALLPASS_ACCESS_TTL", "redirect-http": "HALLPASS_REDIRECT_HTTP", "trusted-proxy": "HALLPASS_TRUSTED_PROXY", "log-file": "HALLPASS_LOG_FILE",
+		"remember-for": "HALLPASS_REMEMBER_FOR", "access-ttl": "HALLPASS_ACCESS_TTL", "admin": "HALLPASS_ADMIN", "redirect-http": "HALLPASS_REDIRECT_HTTP", "trusted-proxy": "HALLPASS_TRUSTED_PROXY", "log-file": "HALLPASS_LOG_FILE",
 	} {
 		if v := getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -165,7 +166,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Store: *store, IdleTimeout: *idle, Lifetime: *lifetime,
 		RotateEvery: *rotateEvery, RotateGrace: *rotateGrace, ReauthWindow: *reauthWindow,
 		MaxSessions: *maxSessions, TrustedProxies: proxies, HTTPSPort: httpsPort,
-		EventLog: eventLog, RememberFor: *rememberFor, AccessTTL: *accessTTL,
+		EventLog: eventLog, RememberFor: *rememberFor, AccessTTL: *accessTTL, Admin: *admin,
 		Logger: logger,
 	})
 	if err != nil {

@@ -1102,3 +1102,62 @@ func TestMFA(t *testing.T) {
 	wantRedirect(t, b.post("/reauth", url.Values{"code": {code}, "next": {"/account"}}), "/account")
 	wantBody(t, b.get("/account"), "Code confirmed.")
 }
+
+func TestAdmin(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock(time.Now())
+	e := newEnvOptions(t, options{Now: clock.Now, Admin: "root"})
+	root := e.clientUA(uaFirefoxLinux)
+	wantRedirectHome(t, root.signup("root", "root password"))
+	alice := e.clientUA(uaChromeWindows)
+	wantRedirectHome(t, alice.signup("alice", "correct horse"))
+	alice2 := e.clientUA(uaSafariIOS)
+	wantRedirectHome(t, alice2.login("alice", "correct horse", true))
+	alice.login("alice", "wrong", false) // a security event to show
+
+	wantStatus(t, alice.get("/admin"), http.StatusForbidden)
+	wantRedirect(t, e.client().get("/admin"), "/login?next=%2Fadmin")
+
+	r := root.get("/admin")
+	wantStatus(t, r, http.StatusOK)
+	wantBody(t, r, "alice", "root (admin)", "3 signed-in sessions", "authenticated", "success: 0")
+	hs := regexp.MustCompile(`/admin/users/(\d+)/sessions/([^/]+)/revoke`).FindAllStringSubmatch(r.body, -1)
+	var aliceID, phone string
+	for _, d := range e.userSessions("alice") {
+		if strings.Contains(d.UserAgent, "iPhone") {
+			phone = d.Handle
+		}
+		aliceID = d.UserID
+	}
+	if len(hs) != 3 || phone == "" {
+		t.Fatalf("admin page lists %d revocable sessions, want 3", len(hs))
+	}
+	wantRedirect(t, root.post("/admin/users/"+aliceID+"/sessions/"+phone+"/revoke", nil), "/admin")
+	wantBody(t, alice2.get("/"), "Guest")
+	wantBody(t, alice2.restart().get("/"), "Guest") // its remember-me series went with it
+	wantBody(t, alice.get("/"), "Signed in as alice")
+	wantRedirect(t, root.post("/admin/users/"+aliceID+"/revoke-all", nil), "/admin")
+	wantBody(t, alice.get("/"), "Guest")
+	wantBody(t, root.get("/admin"), "Signed the user out everywhere (1 sessions)", "1 signed-in session")
+
+	// Admin pages need a recent password too.
+	clock.Add(defaultReauthWindow + time.Minute)
+	wantRedirect(t, root.get("/admin"), "/reauth?next=%2Fadmin")
+}
+
+func TestEmailChange(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock(time.Now())
+	e := newEnvOptions(t, options{Now: clock.Now})
+	c := e.client()
+	wantRedirectHome(t, c.signup("alice", "correct horse"))
+	wantRedirect(t, c.post("/account/email", url.Values{"email": {"alice@example.com"}}), "/account")
+	wantBody(t, c.get("/account"), "alice@example.com", "Email address changed.")
+	wantStatus(t, c.post("/account/email", url.Values{"email": {"not an address"}}), http.StatusUnprocessableEntity)
+	clock.Add(defaultReauthWindow + time.Minute)
+	r := c.post("/account/email", url.Values{"email": {"mallory@example.com"}})
+	if wantStatus(t, r, http.StatusSeeOther); !strings.HasPrefix(r.Header.Get("Location"), "/reauth?next=") {
+		t.Errorf("a stale session changing its email goes to %q, want /reauth", r.Header.Get("Location"))
+	}
+	wantNoBody(t, c.get("/account"), "mallory@example.com")
+}

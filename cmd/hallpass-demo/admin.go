@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/hallpass/hallpass"
+)
+
+// eventRing keeps the latest security events for the admin page.
+type eventRing struct {
+	mu     sync.Mutex
+	events []hallpass.Event // oldest first, at most max
+	max    int
+}
+
+func newEventRing(max int) *eventRing { return &eventRing{max: max} }
+
+// Emit implements hallpass.Sink. Routine steps (a guest session saved,
+// a deadline extended, a token rotated) are left out.
+func (e *eventRing) Emit(_ context.Context, ev hallpass.Event) {
+	switch ev.Kind {
+	case hallpass.EventCreated, hallpass.EventExtended, hallpass.EventRotated:
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.events) == e.max {
+		copy(e.events, e.events[1:])
+		e.events = e.events[:e.max-1]
+	}
+	e.events = append(e.events, ev)
+}
+
+// latest returns the events, newest first.
+func (e *eventRing) latest() []hallpass.Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := slices.Clone(e.events)
+	slices.Reverse(out)
+	return out
+}
+
+type adminUser struct {
+	User     *user
+	Sessions []hallpass.SessionInfo
+}
+
+type adminPage struct {
+	Users        []adminUser
+	Total        int
+	Events       []hallpass.Event
+	Reservations map[string]int
+}
+
+// requireAdmin returns the signed-in admin, or answers 403 (or sends a
+// guest to log in) and returns nil.
+func (a *app) requireAdmin(w http.ResponseWriter, r *http.Request) *user {
+	u := a.requireUser(w, r)
+	if u == nil {
+		return nil
+	}
+	if !u.IsAdmin() {
+		a.render(w, r, http.StatusForbidden, "message", "Forbidden", u, "This page is for administrators.")
+		return nil
+	}
+	return u
+}
+
+// admin handles GET /admin.
+func (a *app) admin(w http.ResponseWriter, r *http.Request) {
+	u := a.requireAdmin(w, r)
+	if u == nil {
+		return
+	}
+	all, err := a.users.All(r.Context())
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	var p adminPage
+	for _, v := range all {
+		list, err := a.sessions.UserSessions(r.Context(), strconv.FormatInt(v.ID, 10))
+		if err != nil {
+			a.serverError(w, r, err)
+			return
+		}
+		p.Users = append(p.Users, adminUser{User: v, Sessions: list})
+		p.Total += len(list)
+	}
+	p.Events = a.events.latest()
+	if p.Reservations, err = a.reservations.counts(r.Context()); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	a.render(w, r, http.StatusOK, "admin", "Admin", u, p)
+}
+
+// adminRevoke handles POST /admin/users/{id}/sessions/{handle}/revoke.
+func (a *app) adminRevoke(w http.ResponseWriter, r *http.Request) {
+	if a.requireAdmin(w, r) == nil {
+		return
+	}
+	user, handle := r.PathValue("id"), r.PathValue("handle")
+	if _, err := a.remember.ForgetSession(r.Context(), user, handle); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	err := a.sessions.Revoke(r.Context(), user, handle)
+	if err != nil && err != hallpass.ErrUnknownHandle {
+		a.serverError(w, r, err)
+		return
+	}
+	a.adminDone(w, r, "Session revoked.")
+}
+
+// adminRevokeAll handles POST /admin/users/{id}/revoke-all: every session,
+// remember-me series and token of the user.
+func (a *app) adminRevokeAll(w http.ResponseWriter, r *http.Request) {
+	if a.requireAdmin(w, r) == nil {
+		return
+	}
+	user := r.PathValue("id")
+	if _, err := a.remember.ForgetAll(r.Context(), user); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	n, err := a.sessions.RevokeAll(r.Context(), user)
+	if err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	a.adminDone(w, r, "Signed the user out everywhere ("+strconv.Itoa(n)+" sessions).")
+}
+
+func (a *app) adminDone(w http.ResponseWriter, r *http.Request, msg string) {
+	if err := hallpass.FromRequest(r).Set(flashKey, msg); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/admin", http.StatusSeeOther)
+}
