@@ -93,6 +93,13 @@ func newCache(ttl time.Duration, entries int, bytes int64) *cache {
 
 func (c *cache) shard(k hallpass.Key) *cacheShard { return &c.shards[k[0]] }
 
+// setLive turns the cache on or off; see live. A nil cache stays off.
+func (c *cache) setLive(v bool) {
+	if c != nil {
+		c.live.Store(v)
+	}
+}
+
 // get returns the cached record for k, if the cache is usable and the
 // entry is younger than the TTL at wall, a reading of time.Now, and the
 // shard's generation for a later put. A nil cache has nothing.

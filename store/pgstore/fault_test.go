@@ -29,7 +29,10 @@ type app struct {
 	name  string // the session cookie's name
 }
 
-func newApp(t *testing.T, url string) *app {
+// proxied returns a Store whose connections go through a proxy, closed
+// when the test ends. As with open, it logs nothing unless o has a
+// Logger, and with a cache it waits for the listener.
+func proxied(t *testing.T, url string, o Options) (*storetest.Proxy, *Store) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
@@ -44,12 +47,22 @@ func newApp(t *testing.T, url string) *app {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	s, err := New(t.Context(), pool, &Options{Table: newTable(t, url), CacheTTL: time.Minute, Timeout: faultTimeout, Logger: quiet})
+	if o.Logger == nil {
+		o.Logger = quiet
+	}
+	s, err := New(t.Context(), pool, &o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	waitLive(t, s, true)
+	if o.CacheTTL > 0 {
+		waitLive(t, s, true)
+	}
+	return p, s
+}
+
+func newApp(t *testing.T, url string) *app {
+	p, s := proxied(t, url, Options{Table: newTable(t, url), CacheTTL: time.Minute, Timeout: faultTimeout})
 	m, err := hallpass.New(hallpass.Config{
 		Store:  s,
 		Events: hallpass.SinkFunc(func(context.Context, hallpass.Event) {}),
@@ -280,5 +293,56 @@ func waitLiveWithin(t *testing.T, s *Store, live bool, within time.Duration) {
 			t.Fatalf("cache live = %v after %v, want %v", !live, within, live)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestCutBroadcast cuts the listener's connection of a Store with
+// subscribers: once it is back, every subscriber gets nil, since what was
+// broadcast meanwhile is lost, and later broadcasts arrive again. With a
+// cache the listener is the cache's; without one, Subscribe started it.
+func TestCutBroadcast(t *testing.T) {
+	url := testURL(t)
+	for _, c := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"Cache", time.Minute}, {"NoCache", 0}} {
+		t.Run(c.name, func(t *testing.T) {
+			table := newTable(t, url)
+			p, a := proxied(t, url, Options{Table: table, CacheTTL: c.ttl, Timeout: faultTimeout})
+			b := open(t, url, Options{Table: table})
+			r1, r2 := newRecorder(), newRecorder()
+			defer a.Subscribe(r1.receive)()
+			defer a.Subscribe(r2.receive)()
+			settled(t, b, r1, r2)
+
+			p.Cut()
+			if c.ttl > 0 {
+				waitLiveWithin(t, a, false, time.Second)
+			} else {
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err := b.Broadcast(t.Context(), []byte(`"lost"`)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			restoreAt := time.Now()
+			p.Restore()
+			for i, r := range []*recorder{r1, r2} {
+				got := r.waitFor(t, fmt.Sprintf("subscriber %d: nil after the reconnect", i+1), 10*time.Second, hasNil)
+				if has(`"lost"`)(got) {
+					t.Errorf("subscriber %d got a message broadcast while the listener was cut off", i+1)
+				}
+			}
+			t.Logf("subscribers told to reload %v after Restore", time.Since(restoreAt))
+			if c.ttl > 0 && !a.cache.live.Load() {
+				t.Error("subscribers were told before the cache was back")
+			}
+			if err := b.Broadcast(t.Context(), []byte(`"after"`)); err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range []*recorder{r1, r2} {
+				r.waitFor(t, fmt.Sprintf("subscriber %d: a broadcast after the reconnect", i+1), time.Second, has(`"after"`))
+			}
+		})
 	}
 }

@@ -22,7 +22,8 @@ const (
 )
 
 // listenLoop keeps a LISTEN connection up for as long as ctx lasts. The
-// cache is usable only while it is.
+// cache is usable only while it is, and subscribers hear broadcasts only
+// while it is.
 func (s *Store) listenLoop(ctx context.Context) {
 	backoff := minBackoff
 	lost := false
@@ -30,18 +31,20 @@ func (s *Store) listenLoop(ctx context.Context) {
 		err := s.listen(ctx, func() {
 			backoff = minBackoff
 			if lost {
-				s.log.Info("pgstore: notification connection back; local cache on", "table", s.q.table)
+				s.log.Info("pgstore: notification connection back", "table", s.q.table)
 			}
 		})
 		lost = true
 		// Notifications may have been missed: nothing cached can be
 		// trusted, and nothing may be cached until LISTEN is back.
-		s.cache.live.Store(false)
+		// Subscribers are told when it is: what they would reload now
+		// could change again before then, unheard.
+		s.cache.setLive(false)
 		s.cache.dropAll()
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("pgstore: lost the notification connection; local cache off until it is back",
+		s.log.Warn("pgstore: lost the notification connection; local cache off and broadcasts unheard until it is back",
 			"table", s.q.table, "err", err)
 		wait := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(2*backoff, maxBackoff)
@@ -54,8 +57,10 @@ func (s *Store) listenLoop(ctx context.Context) {
 }
 
 // listen takes a connection out of the pool, LISTENs on it, turns the
-// cache on, and evicts what notifications name until the connection fails
-// or ctx ends; up runs once LISTEN is in effect.
+// cache on, and evicts what notifications name, and hands broadcasts to
+// the subscribers, until the connection fails or ctx ends; up runs once
+// LISTEN is in effect. Without a cache it does not LISTEN for writes:
+// every write on the table would be sent to it for nothing.
 func (s *Store) listen(ctx context.Context, up func()) error {
 	cctx, cancel := s.opCtx(ctx)
 	pc, err := s.pool.Acquire(cctx)
@@ -72,7 +77,11 @@ func (s *Store) listen(ctx context.Context, up func()) error {
 		defer cancel()
 		conn.Close(closeCtx)
 	}()
-	_, err = conn.Exec(cctx, s.q.listen)
+	listen := s.q.listenBroadcast
+	if s.cache != nil {
+		listen += "; " + s.q.listen
+	}
+	_, err = conn.Exec(cctx, listen)
 	cancel()
 	if err != nil {
 		return err
@@ -80,15 +89,21 @@ func (s *Store) listen(ctx context.Context, up func()) error {
 	// Whatever was read before LISTEN took effect may be stale, and fills
 	// in flight read it: dropping bumps every generation, so they are
 	// refused; reads from now on see every change or hear of it.
+	// Subscribers reload for the same reason.
 	s.cache.dropAll()
-	s.cache.live.Store(true)
+	s.cache.setLive(true)
+	s.subs.reload()
 	up()
 
 	for {
 		wctx, cancel := context.WithTimeout(ctx, listenPingEvery)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
-		if n != nil {
+		switch {
+		case n == nil:
+		case n.Channel == s.q.broadcastChannel:
+			s.subs.deliver(n.Payload)
+		default:
 			s.cache.evictPayload(n.Payload)
 		}
 		switch {

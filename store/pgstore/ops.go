@@ -184,7 +184,8 @@ func (s *Store) Update(ctx context.Context, key hallpass.Key, d hallpass.Delta) 
 // concurrent DeleteUser that finds the old row waits for the rotation and
 // then follows the update to the new row, where it would miss a row
 // inserted anew. An expired row at to is absent, so it is deleted first,
-// in the same implicit transaction.
+// in the same implicit transaction. A Rotate with a Limit is a
+// transaction of its own; see rotateLimited.
 func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.Delta) error {
 	const op = "rotate"
 	if err := ctx.Err(); err != nil {
@@ -214,6 +215,22 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		return hallpass.ErrExists
 	}
 
+	if lim := d.Limit; lim != nil && lim.Max > 0 && (d.Meta == nil || d.Meta.UserID != "") {
+		evicted, err := s.rotateLimited(octx, from, to, &d, patch, remove, now)
+		switch {
+		case err == nil:
+			if lim.Evicted != nil {
+				for _, h := range evicted {
+					lim.Evicted(h)
+				}
+			}
+			return nil
+		case errors.Is(err, hallpass.ErrNotFound), errors.Is(err, hallpass.ErrExists), errors.Is(err, hallpass.ErrTooManySessions):
+			return err
+		}
+		return fail(ctx, op, err)
+	}
+
 	u := s.q.buildUpdate(from, &to, &d, patch, remove, now, from.String()+","+to.String(), false)
 	var tag pgconn.CommandTag
 	err = retry(octx, func() error {
@@ -238,6 +255,179 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		return hallpass.ErrNotFound
 	}
 	return nil
+}
+
+// errUserChanged reports that the record a Rotate without Meta moves was
+// given another user between the read that chose the lock and the lock.
+var errUserChanged = errors.New("the session changed users during the rotation")
+
+// limitedAttempts bounds how often rotateLimited starts over: after the
+// record changed users under it, or after PostgreSQL broke a deadlock by
+// failing it (two logins that each end a session the other is moving).
+const limitedAttempts = 3
+
+// rotateLimited is Rotate with a limit, in one transaction. It returns
+// the handles of the sessions it ended.
+//
+// Limited Rotates into one user serialize on an advisory lock of that
+// user, taken before anything else, so that the count of one sees the
+// outcome of the others: row locks cannot do it, as a session rotated
+// into the user is a row that was not the user's when the count began.
+// Taking the lock first, rather than after the move, keeps a Rotate from
+// waiting for the lock while it holds the row of a session that the
+// holder of the lock is ending. Unlimited Rotates take no lock: they are
+// not counted against anyone's limit, and pay nothing for it.
+//
+// Everything after BEGIN is sent as one pipeline: a login costs three
+// round trips (BEGIN, the statements, COMMIT), four without Meta, where
+// the user must be read first.
+func (s *Store) rotateLimited(ctx context.Context, from, to hallpass.Key, d *hallpass.Delta, patch []byte, remove []string, now int64) ([]string, error) {
+	byMeta := d.Meta != nil
+	var user string
+	if byMeta {
+		user = d.Meta.UserID
+	}
+	u := s.q.buildUpdate(from, &to, d, patch, remove, now, from.String()+","+to.String(), false)
+	for attempt := 1; ; attempt++ {
+		if !byMeta {
+			// Unlocked: the transaction checks it once the lock is held.
+			err := retry(ctx, func() error {
+				return s.pool.QueryRow(ctx, s.q.userOf, from[:], now).Scan(&user)
+			})
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil, hallpass.ErrNotFound
+			}
+			if err != nil {
+				return nil, err
+			}
+			if rotateUserHook != nil {
+				rotateUserHook()
+			}
+		}
+		var evicted, payloads []string
+		err := retry(ctx, func() error {
+			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) (err error) {
+				evicted, payloads, err = s.rotateTx(ctx, tx, from, to, d.Limit, u, user, !byMeta, now)
+				return err
+			})
+		})
+		s.cache.evict(from)
+		s.cache.evict(to)
+		if err == nil {
+			// After a failure, what was deleted is unknown; the
+			// notifications, if it committed, tell this cache too.
+			for _, p := range payloads {
+				s.cache.evictPayload(p)
+			}
+		}
+		if (errors.Is(err, errUserChanged) || isDeadlock(err)) && attempt < limitedAttempts {
+			continue
+		}
+		return evicted, err
+	}
+}
+
+// rotateTx runs rotateLimited's statements in tx: the lock, with check
+// the check that the record at from still has user, the move u, and the
+// count or the eviction. It returns the handles of the sessions it ended
+// and the notification payloads naming their keys.
+func (s *Store) rotateTx(ctx context.Context, tx pgx.Tx, from, to hallpass.Key, lim *hallpass.Limit, u update, user string, check bool, now int64) (evicted, payloads []string, err error) {
+	b := &pgx.Batch{}
+	limited := user != ""
+	if limited {
+		b.Queue(s.q.lockUser, s.q.userLock+user)
+	}
+	if check {
+		b.Queue(s.q.userOfLocked, from[:], now)
+	}
+	b.Queue(s.q.dropExpired, to[:], now)
+	b.Queue(u.sql, u.args...)
+	if limited && lim.RefuseNew {
+		b.Queue(s.q.countPeers, user, now, to[:])
+	} else if limited {
+		b.Queue(s.q.lockPeers, user, now, to[:])
+		b.Queue(s.q.evict, user, now, to[:], int64(lim.Max-1), s.q.channel)
+	}
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+
+	if limited {
+		if _, err := br.Exec(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if check {
+		var got string
+		err := br.QueryRow().Scan(&got)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil, nil, hallpass.ErrNotFound
+		case err != nil:
+			return nil, nil, err
+		case got != user:
+			return nil, nil, errUserChanged
+		}
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, nil, err
+	}
+	tag, err := br.Exec()
+	switch {
+	case isUniqueViolation(err):
+		return nil, nil, hallpass.ErrExists
+	case err != nil:
+		return nil, nil, err
+	case tag.RowsAffected() == 0:
+		return nil, nil, hallpass.ErrNotFound
+	case !limited:
+		return nil, nil, br.Close()
+	}
+
+	if lim.RefuseNew {
+		var others int64
+		if err := br.QueryRow().Scan(&others); err != nil {
+			return nil, nil, err
+		}
+		if others >= int64(lim.Max) {
+			return nil, nil, hallpass.ErrTooManySessions
+		}
+		return nil, nil, br.Close()
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, nil, err
+	}
+	for rows.Next() {
+		var (
+			payload string
+			handles []string
+		)
+		if err := rows.Scan(&payload, &handles); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		payloads = append(payloads, payload)
+		evicted = append(evicted, handles...)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	return evicted, payloads, br.Close()
+}
+
+// rotateUserHook, when set by a test, runs between rotateLimited's read
+// of the user and its transaction.
+var rotateUserHook func()
+
+// isDeadlock reports whether err is PostgreSQL ending a transaction to
+// break a deadlock: it was rolled back, and may run again.
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "40P01"
 }
 
 // Delete implements hallpass.Store.

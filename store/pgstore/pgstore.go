@@ -54,7 +54,8 @@
 // # Writes
 //
 // Every write is one statement, or for Rotate one batch that PostgreSQL
-// runs as one implicit transaction, so nothing is ever half-written. Update
+// runs as one implicit transaction (one explicit transaction with a
+// Limit, see Session limits), so nothing is ever half-written. Update
 // merges a Delta into the row in SQL,
 //
 //	data = ((data - $removed::text[]) || $patch::jsonb)   -- or '{}'::jsonb || $patch with Clear
@@ -83,6 +84,39 @@
 // delete removed. Options.SyncUpdates turns this off. With synchronous
 // replication, such updates do not wait for standbys either.
 //
+// # Session limits
+//
+// A Rotate whose Delta carries a hallpass.Limit runs as one transaction,
+// whose statements after BEGIN go out in one pipeline. It first takes a
+// transaction-level advisory lock named after the table and the user the
+// record has afterwards, pg_advisory_xact_lock(hashtextextended(name, 0));
+// then it moves the row as any Rotate does, locks the user's other live
+// rows (FOR UPDATE, so that one being rotated meanwhile is seen under its
+// new key), and either counts them, refusing with
+// hallpass.ErrTooManySessions and rolling back when there are Max or more
+// (RefuseNew), or deletes all but the newest Max-1 of them: earliest
+// auth_time first (NULL, the zero time, before any other), ties broken by
+// the handle compared bytewise, whatever the database's collation. The
+// deletion notifies the deleted keys as Delete does, so that every cache
+// drops them, and Limit.Evicted gets their handles once the transaction
+// has committed. The user's other rows are read through the user_id
+// index.
+//
+// The lock makes limited Rotates into one user, on any instance, run one
+// at a time, so that each counts what the others did; a row lock could
+// not, since a session signed in meanwhile was not the user's row when
+// the count began. It is taken before the move: a Rotate that held the
+// row it moves while waiting for the lock could deadlock with the
+// holder, which may be ending that very session. Rotates without a Limit
+// take no lock and cost what they always did; a session that becomes the
+// user's through one of them, or through Create, is not held back. A
+// limited Rotate costs three round trips (BEGIN, the pipeline, COMMIT),
+// and one more without Meta, where the record's user is read first (and
+// checked again under the lock; if it changed meanwhile, the Rotate
+// starts over). Two limited Rotates that each end a session the other is
+// moving can still deadlock; PostgreSQL then fails one after
+// deadlock_timeout (1 s by default), and it starts over.
+//
 // Until it is swept, Load reports an expired row as a
 // *hallpass.ExpiredError, which matches hallpass.ErrNotFound and carries
 // the record, so the engine can say which deadline passed.
@@ -108,8 +142,9 @@
 // # Local cache and notifications
 //
 // With Options.CacheTTL set, Load serves records from an in-process cache.
-// Every write that changes or removes existing rows (Update, Rotate,
-// Delete, DeleteUser) sends a NOTIFY in the same statement, so it fires
+// Every write that changes or removes existing rows (Update, Rotate and
+// the sessions a limited Rotate ends, Delete, DeleteUser) sends a NOTIFY
+// in the same statement, so it fires
 // only if the write commits, naming the changed keys in hex, at most 100
 // per notification; an Update names its key with the version it made,
 // "<hex>:<version>". Each Store LISTENs on a dedicated connection and
@@ -143,6 +178,30 @@
 // notifications are not skipped on its own judgement: a deployment where
 // no instance sets CacheTTL can turn them off with Options.DisableNotify.
 //
+// # Broadcasts
+//
+// A Store is a hallpass.Broadcaster, so that hallpass.Revocations on
+// every instance learns of a revocation at once. Broadcast sends the
+// message as the payload of a NOTIFY on a channel of its own,
+// "hallpass_broadcast_" followed by 32 hex digits of a SHA-256 of the
+// table's name: stores on other tables of the database do not hear it,
+// and any table name gives a valid channel. Messages are what the
+// interface promises to carry, UTF-8 text without NUL of at most 1 KiB;
+// Broadcast refuses anything else with ErrBroadcastMessage.
+//
+// Subscribers hear broadcasts over the listening connection, the one the
+// cache uses, which LISTENs on both channels; without a cache the first
+// Subscribe starts it, and it LISTENs for broadcasts only. Broadcasts
+// therefore follow the connection's fortunes as the cache does: whenever
+// LISTEN takes effect, at the start or after the connection was lost or
+// stopped answering, every subscriber is called with nil, the
+// interface's "reload", since what was broadcast meanwhile was heard by
+// nobody. Each subscriber is called from a goroutine of its own, with
+// its own queue of at most 1024 messages, so a slow one delays neither
+// the others nor the cache's invalidations; one that falls further
+// behind loses what waits and gets nil instead. DisableNotify does not
+// concern broadcasts: it only stops writes from notifying.
+//
 // The listener and the sweeper's advisory lock need session-level
 // connections: behind PgBouncer, use session pooling, or a direct
 // connection.
@@ -168,8 +227,9 @@ import (
 // defaults.
 type Options struct {
 	// Table is the table's name, default "hallpass_sessions". Its indexes
-	// and its notification channel are named after it. It is quoted as an
-	// identifier, so any name works, case and all, up to 52 bytes.
+	// and its notification channels are named after it (the broadcast
+	// channel after a hash of it). It is quoted as an identifier, so any
+	// name works, case and all, up to 52 bytes.
 	Table string
 
 	// Now returns the current time, default time.Now. Expiry is decided by
@@ -210,7 +270,7 @@ type Options struct {
 
 	// DisableNotify stops writes from sending notifications. Set it only
 	// if no instance sharing the table uses CacheTTL; it cannot be
-	// combined with CacheTTL.
+	// combined with CacheTTL. Broadcast and Subscribe work as ever.
 	DisableNotify bool
 
 	// Logger receives the listener's and the sweeper's troubles, default
@@ -255,7 +315,10 @@ type Store struct {
 	log       *slog.Logger
 	q         queries
 	cache     *cache // nil when CacheTTL is off
+	subs      subscribers
+	subQueue  int // bound of each subscriber's queue
 
+	bg        context.Context // the background goroutines', until Close
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -297,8 +360,8 @@ func Open(ctx context.Context, url string, opts *Options) (*Store, error) {
 }
 
 // New returns a Store on pool, which may be shared with the application.
-// Close does not close pool. The listener, when CacheTTL is set, takes one
-// connection out of pool for good.
+// Close does not close pool. The listener, when CacheTTL is set or once
+// Subscribe is called, takes one connection out of pool for good.
 func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("pgstore: new: nil pool")
@@ -352,22 +415,28 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, owned bool, opts *Options
 		chunk:     o.SweepChunk,
 		log:       o.Logger,
 		q:         newQueries(o.Table, !o.DisableNotify, !o.SyncUpdates),
+		subQueue:  defaultSubscriberQueue,
 	}
 	if err := s.createSchema(ctx); err != nil {
 		return nil, fail(ctx, "create schema", err)
 	}
 
-	bg, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
+	s.bg, s.stop = context.WithCancel(context.Background())
 	if o.CacheTTL > 0 {
 		s.cache = newCache(o.CacheTTL, o.CacheEntries, o.CacheBytes)
-		s.wg.Go(func() { s.listenLoop(bg) })
+		s.subs.started()
+		s.startListener()
 	}
 	if o.SweepInterval > 0 {
-		s.wg.Go(func() { s.sweepLoop(bg, o.SweepInterval) })
+		s.wg.Go(func() { s.sweepLoop(s.bg, o.SweepInterval) })
 	}
 	return s, nil
 }
+
+// startListener starts the listener, which runs until Close. It runs
+// once per Store: for the cache from the start, or for the first
+// Subscribe.
+func (s *Store) startListener() { s.wg.Go(func() { s.listenLoop(s.bg) }) }
 
 // createSchema creates the table and its indexes unless they all exist.
 // It checks first because CREATE INDEX IF NOT EXISTS still takes a lock
@@ -395,11 +464,15 @@ func (s *Store) createSchema(ctx context.Context) error {
 	})
 }
 
-// Close stops the sweeper and the listener, waiting for them, and closes
-// the pool if Open made it. It always returns nil; the error is there for
-// io.Closer.
+// Close stops the sweeper and the listener, waiting for them, ends every
+// subscription (without waiting for a subscriber's call in progress), and
+// closes the pool if Open made it. It always returns nil; the error is
+// there for io.Closer.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		// First, so that no Subscribe starts the listener after the
+		// wait below.
+		s.subs.close()
 		s.stop()
 		s.wg.Wait()
 		if s.owned {

@@ -58,6 +58,14 @@ func TestQueryPlans(t *testing.T) {
 		{"Delete", s.q.deleteKeys, []string{"ARRAY[" + keyLit + "]", "'chan'"}, pkey},
 		{"Sweep", s.q.sweep, []string{fmt.Sprint(now), "1000"}, s.q.expiresIndexIdent},
 		{"DropExpired", s.q.dropExpired, []string{keyLit, fmt.Sprint(now)}, pkey},
+		// A Rotate with a Limit: the user of from, then the user's other
+		// sessions, read through the user index.
+		{"UserOf", s.q.userOfLocked, []string{keyLit, fmt.Sprint(now)}, pkey},
+		{"LockPeers", s.q.lockPeers, []string{"'user-7'", fmt.Sprint(now), keyLit}, s.q.userIndexIdent},
+		{"CountPeers", s.q.countPeers, []string{"'user-7'", fmt.Sprint(now), keyLit}, s.q.userIndexIdent},
+		{"Evict", s.q.evict, []string{"'user-7'", fmt.Sprint(now), keyLit, "2", "'chan'"}, s.q.userIndexIdent},
+		// ... and deletes the oldest by key.
+		{"EvictByKey", s.q.evict, []string{"'user-7'", fmt.Sprint(now), keyLit, "2", "'chan'"}, pkey},
 	} {
 		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 			t.Run(c.name+"/"+mode, func(t *testing.T) {

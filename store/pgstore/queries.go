@@ -1,6 +1,8 @@
 package pgstore
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"math"
 	"strconv"
 	"strings"
@@ -47,6 +49,16 @@ type queries struct {
 	dropExpired, sweep              string
 	lockSweep, unlockSweep          string
 	sweepLock                       string // advisory lock name
+
+	// For a Rotate with a Limit; see rotateLimited.
+	userOf, userOfLocked, lockUser string
+	lockPeers, countPeers, evict   string
+	userLock                       string // advisory lock name, the user id appended
+
+	// For Broadcast and Subscribe: a channel of their own, so that
+	// neither side mistakes the other's payloads for its own.
+	broadcastChannel string
+	listenBroadcast  string
 }
 
 func newQueries(table string, notify, asyncUpdates bool) queries {
@@ -142,7 +154,49 @@ func newQueries(table string, notify, asyncUpdates bool) queries {
 	AND expires_at <= $1`
 	q.lockSweep = `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`
 	q.unlockSweep = `SELECT pg_advisory_unlock(hashtextextended($1, 0))`
+
+	q.userOf = `SELECT coalesce(user_id, '') FROM ` + t + ` WHERE key = $1 AND expires_at > $2`
+	q.userOfLocked = q.userOf + ` FOR UPDATE`
+	// The table name's length keeps the name unambiguous whatever the
+	// table and user are called; 64 bits of hash make two users that
+	// share a lock unlikely, and harmless: they only wait for each other.
+	q.userLock = "hallpass-limit:" + strconv.Itoa(len(table)) + ":" + table + ":"
+	q.lockUser = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
+	peers := `FROM ` + t + ` WHERE user_id = $1 AND expires_at > $2 AND key <> $3`
+	// Locks the user's other sessions, waiting for writes in flight to
+	// them: a session being rotated meanwhile is then seen, by the
+	// statements after this one, under its new key, which the eviction
+	// would otherwise look for under the old one and miss.
+	q.lockPeers = `SELECT 1 ` + peers + ` FOR UPDATE`
+	q.countPeers = `SELECT count(*) ` + peers
+	// Newest first, skipping those that may stay ($4 of them): the rest
+	// are the oldest, as Limit orders them. A NULL auth_time is the zero
+	// time, the earliest of all; handles compare bytewise, as Go's
+	// strings do, whatever the database's collation. The deleted keys
+	// are notified as a Delete's are, and their handles returned.
+	evictNotify := ` CROSS JOIN LATERAL pg_notify($5, g.p) AS n`
+	if !q.notify {
+		evictNotify = ` WHERE $5::text IS NOT NULL`
+	}
+	q.evict = `WITH w AS (DELETE FROM ` + t + ` WHERE key = ANY(ARRAY(
+	SELECT key ` + peers + ` ORDER BY auth_time DESC NULLS LAST, handle COLLATE "C" DESC OFFSET $4))
+	RETURNING key, handle),
+	k AS (SELECT encode(key, 'hex') AS h, handle, (row_number() OVER () - 1) / ` + strconv.Itoa(keysPerNotify) + ` AS n FROM w),
+	g AS (SELECT string_agg(h, ',') AS p, array_agg(handle) AS hs FROM k GROUP BY n)
+	SELECT g.p, g.hs FROM g` + evictNotify
+
+	q.broadcastChannel = broadcastChannel(table)
+	q.listenBroadcast = "LISTEN " + pgx.Identifier{q.broadcastChannel}.Sanitize()
 	return q
+}
+
+// broadcastChannel returns the channel of Broadcast for table: a hash,
+// since the table's name may take up most of the 63 bytes PostgreSQL
+// keeps of an identifier, and the hash of a name is the same on every
+// instance.
+func broadcastChannel(table string) string {
+	h := sha256.Sum256([]byte("hallpass broadcast\x00" + table))
+	return "hallpass_broadcast_" + hex.EncodeToString(h[:16])
 }
 
 // update is one UPDATE for a Delta, as a statement with its arguments.
