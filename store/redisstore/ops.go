@@ -364,70 +364,151 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 	if err := ctx.Err(); err != nil {
 		return fail(ctx, "rotate", err)
 	}
-	var err error
-	if s.cluster {
-		err = s.rotateCluster(ctx, from, to, &d)
-	} else {
-		err = s.rotateLocal(ctx, from, to, &d)
+	lim := d.Limit
+	if lim != nil && lim.Max <= 0 {
+		lim = nil
 	}
-	if err != nil && !errors.Is(err, hallpass.ErrNotFound) && !errors.Is(err, hallpass.ErrExists) {
+	var evicted []string
+	var err error
+	switch {
+	case s.cluster && lim != nil:
+		evicted, err = s.rotateClusterLimited(ctx, from, to, &d, lim)
+	case s.cluster:
+		err = s.rotateCluster(ctx, from, to, &d)
+	default:
+		evicted, err = s.rotateLocal(ctx, from, to, &d, lim)
+	}
+	if err != nil && !errors.Is(err, hallpass.ErrNotFound) && !errors.Is(err, hallpass.ErrExists) && !errors.Is(err, hallpass.ErrTooManySessions) {
 		return fail(ctx, "rotate", err)
+	}
+	if err == nil && lim != nil && lim.Evicted != nil {
+		for _, h := range evicted {
+			lim.Evicted(h)
+		}
 	}
 	return err
 }
 
-func (s *Store) rotateLocal(ctx context.Context, from, to hallpass.Key, d *hallpass.Delta) error {
+// rotateLocal rotates in one script. With a limit it first reads the new
+// user's index, as the script must declare every session it may count or
+// evict, and repeats with the index's members if they changed meanwhile.
+// It returns the handles of the sessions it evicted.
+func (s *Store) rotateLocal(ctx context.Context, from, to hallpass.Key, d *hallpass.Delta, lim *hallpass.Limit) ([]string, error) {
 	fk, tk := s.sessionKey(from), s.sessionKey(to)
 	fm, tm := member(from), member(to)
 	oldUser, _ := s.memo.user(from)
+	var (
+		token     string
+		members   []string
+		membersOf string // whose index members lists; "" before the first read
+		leased    bool   // a script took the lease for token and has not released it
+	)
+	if lim != nil {
+		token = newToken()
+	}
 	start := time.Now()
-	for try, guesses := 0, 0; ; try++ {
+	for try, guesses, lists := 0, 0, 0; ; try++ {
 		newUser := oldUser
 		if d.Meta != nil {
 			newUser = d.Meta.UserID
 		}
-		keys := []string{fk, tk}
+		limited := lim != nil && newUser != ""
+		if limited && membersOf != newUser {
+			m, err := s.client.Do(ctx, s.client.B().Zrange().Key(s.indexKey(newUser)).Min("0").Max("-1").Build()).AsStrSlice()
+			if err != nil {
+				return nil, err
+			}
+			members, membersOf = m, newUser
+		}
+		keys := make([]string, 0, 5+len(members))
+		keys = append(keys, fk, tk)
 		if oldUser != "" {
 			keys = append(keys, s.indexKey(oldUser))
 		}
 		if newUser != "" {
 			keys = append(keys, s.indexKey(newUser), s.leaseKey(newUser))
 		}
-		args := make([]string, 0, 5+deltaArgs(d))
+		args := make([]string, 0, 10+len(members)+deltaArgs(d))
 		args = append(args, s.nowMS(), fm, tm, oldUser, newUser)
+		if limited {
+			for _, m := range members {
+				k, ok := parseMember(m)
+				if !ok {
+					return nil, errCorrupt
+				}
+				keys = append(keys, s.sessionKey(k))
+			}
+			args = append(args, strconv.Itoa(lim.Max), boolString(lim.RefuseNew), token,
+				strconv.FormatInt(leaseTTL.Milliseconds(), 10), strconv.Itoa(len(members)))
+			args = append(args, members...)
+		} else {
+			args = append(args, "0", "", "", "", "0")
+		}
 		args = appendDelta(args, d)
 		code, arr, err := result(rotateScript.Exec(ctx, s.client, keys, args))
-		switch {
-		case err != nil:
-			return err
-		case code == codeOK:
+		if err != nil {
+			if leased {
+				// The script did not run, or ran and released the lease:
+				// releasing it again is harmless, leaving it would make
+				// the user's writers wait.
+				s.unlock(ctx, membersOf, token)
+			}
+			return nil, err
+		}
+		leased = code == codeMembers
+		switch code {
+		case codeOK, codeExpired:
 			s.wrote(from, 0)
-			s.wrote(to, int64At(arr, 0))
 			s.memo.forget(from)
-			s.memo.hint(to, newUser)
-			return nil
-		case code == codeExpired:
+			if code == codeOK {
+				s.wrote(to, int64At(arr, 0))
+				s.memo.hint(to, newUser)
+			} else {
+				s.wrote(to, 0)
+			}
+			return s.evicted(arr), nil
+		case codeNotFound:
 			s.wrote(from, 0)
-			s.wrote(to, 0)
-			return nil
-		case code == codeNotFound:
-			s.wrote(from, 0)
-			return hallpass.ErrNotFound
-		case code == codeExists:
-			return hallpass.ErrExists
-		case code == codeUser:
+			return nil, hallpass.ErrNotFound
+		case codeExists:
+			return nil, hallpass.ErrExists
+		case codeTooMany:
+			return nil, hallpass.ErrTooManySessions
+		case codeMembers:
+			if lists++; lists == listTries || len(arr) == 0 {
+				s.unlock(ctx, membersOf, token)
+				return nil, errBusy
+			}
+			if members, err = arr[0].AsStrSlice(); err != nil {
+				s.unlock(ctx, membersOf, token)
+				return nil, err
+			}
+		case codeUser:
 			if guesses++; guesses == userTries {
-				return errRacing
+				return nil, errRacing
 			}
 			oldUser = stringAt(arr, 0)
-		case code == codeBusy:
+		case codeBusy:
 			if err := wait(ctx, start, try); err != nil {
-				return err
+				return nil, err
 			}
 		default:
-			return errReply
+			return nil, errReply
 		}
 	}
+}
+
+// evicted forgets the sessions a limited rotation evicted, listed in its
+// reply after the version as {members}, {handles}, and returns their
+// handles.
+func (s *Store) evicted(arr []rueidis.RedisMessage) []string {
+	if len(arr) < 3 {
+		return nil
+	}
+	members, _ := arr[1].AsStrSlice()
+	handles, _ := arr[2].AsStrSlice()
+	s.forgetMembers(members)
+	return handles
 }
 
 // rotateCluster moves a record in steps, each on one slot: check both
@@ -438,23 +519,9 @@ func (s *Store) rotateLocal(ctx context.Context, from, to hallpass.Key, d *hallp
 func (s *Store) rotateCluster(ctx context.Context, from, to hallpass.Key, d *hallpass.Delta) error {
 	now := s.now()
 	fk, tk := s.sessionKey(from), s.sessionKey(to)
-	peek := func(k string) rueidis.Completed {
-		return s.client.B().Hmget().Key(k).Field(fVersion, fIdle, fAbsolute, fUser).Build()
-	}
-	res := s.client.DoMulti(ctx, peek(fk), peek(tk))
-	fv, err := fieldValues(res[0])
+	fv, err := s.peekRotate(ctx, fk, tk, now)
 	if err != nil {
 		return err
-	}
-	tv, err := fieldValues(res[1])
-	if err != nil {
-		return err
-	}
-	if !liveFields(fv, now) {
-		return hallpass.ErrNotFound
-	}
-	if liveFields(tv, now) {
-		return hallpass.ErrExists
 	}
 	oldUser, newUser, sc := fv[3], fv[3], "+inf"
 	if fv[2] != "" {
@@ -468,29 +535,12 @@ func (s *Store) rotateCluster(ctx context.Context, from, to hallpass.Key, d *hal
 			return err
 		}
 	}
-
-	code, arr, err := result(takeScript.Exec(ctx, s.client, []string{fk}, []string{msString(now)}))
-	switch {
-	case err != nil:
+	_, rec, err := s.take(ctx, fk, to, now)
+	if err != nil {
 		return err
-	case code == codeNotFound:
-		return hallpass.ErrNotFound // another Rotate or a Delete won
-	case code != codeOK || len(arr) == 0:
-		return errReply
 	}
 	s.wrote(from, 0)
 	s.memo.forget(from)
-	pairs, err := arr[0].AsStrSlice()
-	if err != nil {
-		return err
-	}
-	rec, err := decodePairs(to, pairs)
-	if err != nil {
-		return err
-	}
-	if rec == nil {
-		return errReply
-	}
 	d.Apply(rec)
 	rec.Version++
 	args := make([]string, 0, 2+2*(16+len(rec.Data)))

@@ -12,6 +12,9 @@
 //	                                  (hex), scored by absolute deadline
 //	hallpass:{u:<user id>}:lk         string: the user's index lease
 //
+// and the stores sharing a prefix talk on one pub/sub channel (see
+// Broadcasts), "hallpass:broadcast".
+//
 // A session hash has one field per data key, "d:<key>" holding the JSON
 // value as given, and metadata fields starting with "m:" (m:v version,
 // m:h handle, m:u user, m:ad absolute deadline, m:id idle deadline, m:ls
@@ -55,7 +58,9 @@
 // session in between, the script returns the new list instead and takes
 // the user's lease (a key in the index's slot, expiring after a second)
 // that makes writers adding to that index wait; the second attempt then
-// cannot miss. Rotate and an Update with a Meta must declare the user
+// cannot miss. A Rotate with a hallpass.Limit does the same with the new
+// user's index: its one script counts, refuses or evicts, and moves (see
+// Session limits). Rotate and an Update with a Meta must declare the user
 // index of the record's current user; they take it from the record this
 // instance last read (the Manager always loads before it writes) and, on a
 // wrong guess, the script reports the user and the call repeats.
@@ -75,6 +80,9 @@
 //	Rotate             atomic        index the new key, take (read and
 //	                                 delete) the old hash, create the new
 //	                                 one, check the index, unindex the old
+//	Rotate with Limit  atomic        under the user's lease: count, take,
+//	                                 commit to the index, evict, create;
+//	                                 see Session limits
 //	ListUser           atomic        best effort: may miss a session in
 //	                                 the middle of a Rotate
 //	DeleteUser         atomic        lease, delete each, unindex: never
@@ -94,6 +102,104 @@
 // cannot be escaped by rotating. The exception is an Update with a Meta
 // that changes the user id concurrently with a DeleteUser of the old user
 // (the Manager never does this: a new identity always rotates).
+//
+// # Session limits
+//
+// A Rotate whose Delta carries a hallpass.Limit with Max > 0 counts the
+// live records of the user the record has afterwards, other than its two
+// keys, and refuses (hallpass.ErrTooManySessions, nothing changed) or
+// deletes the oldest (earliest AuthTime, none being earliest; ties by the
+// lower handle, in byte order) so that at most Max remain, the rotated
+// one included. Without a Limit, a Rotate is as it was; with one it costs
+// one round trip more on a standalone server (reading the index first) and
+// several more in a Cluster. Evicted sessions are deleted like any
+// Delete: Redis's invalidations drop them from every instance's
+// client-side cache and own writes, and this instance forgets them at
+// once; Limit.Evicted is called with their handles after the Rotate
+// succeeded, never for one that failed.
+//
+// On a standalone server (and with a prefix that pins one slot) the count,
+// the evictions and the move are one script, declaring the index, the
+// lease and every session the index named when read just before; if the
+// index names one more by then, the script takes the lease and the call
+// repeats, as ListUser does. Members whose record is gone, expired or
+// another user's are dropped from the index on the way.
+//
+// In a Cluster no script can reach the sessions and the index at once, so
+// the user's index is the only place where limited Rotates meet, and the
+// lease orders them. A limited Rotate (1) peeks at both keys as a plain
+// one does; (2) takes the lease with a token of its own, by a script that
+// refuses while another token holds it, and reads the index; (3) reads
+// the records the index names, and counts those live and the user's; (4)
+// if RefuseNew and over the limit, releases the lease and fails, having
+// changed nothing; (5) takes the old record; (6) commits to the index, by
+// a script that does so only while the lease is still its token's: the new
+// key in, the evicted keys out, the lease renewed for another second; (7)
+// deletes the evicted records, (8) creates the new one, and (9) checks that
+// the new key is still indexed, unindexes the old one and releases the
+// lease, in one script. If the lease was lost before (6) (it expired, or a
+// DeleteUser took it), nothing is committed and the count is repeated; if
+// the repeat refuses, the old record taken in (5) is put back as it was.
+//
+// Why two logins at once cannot both slip past the limit: each holds the
+// lease from its count (2, 3) to its last step (9); a limited Rotate takes
+// the lease only when it is free or already its own; and every write that
+// adds a session to an index (Create, Rotate, an Update that changes the
+// user) waits while it is held. So the second login's count comes after
+// the first has committed and created its session, and sees it. Only a
+// DeleteUser takes the lease from a holder: before (6) that makes the
+// holder count again; after (6) the DeleteUser unindexes the new key, and
+// (9) then deletes the new session as any Cluster write racing a
+// DeleteUser does. The lease
+// lasts a second from (2) and again from (6); a login slower than that
+// between those steps is noticed in (6) and counts again, and one slower
+// than that after (6) could overlap the next, which is the bound of the
+// guarantee. What the count cannot see is a session whose hash does not
+// exist yet although its key is indexed: an unlimited Create, Rotate or
+// Update of the user that indexed its key before the lease was taken and
+// writes its hash after the count (a Renew of one of the user's sessions,
+// say, within the few milliseconds of its move); such a race may leave
+// the user one session over the limit. The Manager adds sessions to a
+// user only by limited Rotates when it has a limit, so among logins the
+// limit holds. Readers in between may observe the old session gone
+// before the new one exists (from (5) to (8), as in any Cluster Rotate),
+// the new key indexed without a record (skipped), and the evicted
+// sessions unindexed but still loadable until (7) deletes them; never
+// more than Max live sessions of the user from logins alone. A failure
+// after (6) loses the rotated session, as a Cluster Rotate's failure does,
+// and the evicted ones stay ended.
+//
+// # Broadcasts
+//
+// A Store is a hallpass.Broadcaster, so hallpass.Revocations pushes each
+// revocation to every instance at once. Broadcast checks the message
+// (UTF-8 JSON text without NUL, at most 1 KiB) and PUBLISHes it on the
+// channel KeyPrefix + "broadcast", so stores with other prefixes on the
+// same server hear nothing. With a rueidis cluster client it uses sharded
+// pub/sub instead (SPUBLISH, SSUBSCRIBE; Redis 7): the channel lives on
+// the shard that owns its slot, where rueidis sends both the publisher and
+// the subscription, so a message takes no extra hop. A plain PUBLISH would
+// work cluster-wide too, but goes from the node it reached to every other
+// over the cluster bus, which on a loopback test Cluster showed tails of
+// tens of milliseconds where the direct path stayed under one. The price is that the
+// server ends a sharded subscription when the slot moves to another shard;
+// the store takes that like a lost connection (below).
+//
+// The first Subscribe opens one dedicated connection (a rueidis
+// Dedicate with pub/sub hooks) and SUBSCRIBEs in the background;
+// Subscribe returns at once. Each subscriber has its own goroutine and a
+// queue of 256 messages: the connection's reader only queues, so a slow
+// subscriber holds up no one, and one that falls further behind loses the
+// newer messages and is called with nil (reload) instead. Whenever the
+// subscription takes effect, first or after the connection was lost
+// (closed, reset, or declared dead by rueidis's ping after a stall) or
+// ended by the server (the store retries every 20 ms to 1 s), every
+// subscriber registered by then
+// is called with nil: messages sent before may have been missed. A stop
+// unregisters its subscriber, and the call in progress, if any, is the
+// last; when the last subscriber stops, the subscription and its
+// connection end, and the next Subscribe starts them again. Close ends
+// them all.
 //
 // # Client-side caching
 //
@@ -236,6 +342,7 @@ type Store struct {
 	noMemo   bool // benchmarks measure the decode the memo saves
 	floors   *floors
 	writer   *writer // nil unless caching on a standalone server
+	hub      *hub    // Broadcast and Subscribe
 
 	closeOnce sync.Once
 }
@@ -244,7 +351,8 @@ var _ hallpass.Store = (*Store)(nil)
 
 // New returns a Store that uses client. With caching on a standalone
 // server it takes two connections of the client's for its writes (see Own
-// writes in the package doc); Close gives them back. Close does not close
+// writes in the package doc), and one more while anything is subscribed
+// (see Broadcasts); Close gives them back. Close does not close
 // the client, and must come before the client's Close.
 func New(client rueidis.Client, opts *Options) (*Store, error) {
 	if client == nil {
@@ -277,6 +385,7 @@ func New(client rueidis.Client, opts *Options) (*Store, error) {
 		now:      o.Now,
 		cluster:  (o.Cluster || client.Mode() == rueidis.ClientModeCluster) && !pinned,
 		memo:     new(memo),
+		hub:      newHub(client, o.KeyPrefix),
 	}
 	if s.cacheTTL > 0 {
 		s.floors = newFloors(s.cacheTTL)
@@ -341,10 +450,12 @@ func clientOption(url string, opts *Options) (rueidis.ClientOption, error) {
 	return co, nil
 }
 
-// Close releases the connections the store writes on, and closes the
-// client if Open created it. It may be called more than once.
+// Close releases the connections the store writes and subscribes on,
+// ends every subscription, and closes the client if Open created it. It
+// may be called more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.hub.close()
 		if s.writer != nil {
 			s.writer.close()
 		}

@@ -23,6 +23,8 @@ const (
 	codeBusy     = 3 // a ListUser or DeleteUser of the user holds the index lease
 	codeExpired  = 4 // applied, and the record expired by it, so it was deleted
 	codeExists   = 5 // the target key holds a live record
+	codeMembers  = 6 // the user index names records the caller did not declare; they follow
+	codeTooMany  = 7 // a limit with RefuseNew refused the write
 )
 
 // prelude holds the helpers the scripts share. It is prepended to each
@@ -285,30 +287,102 @@ func (s script) execOn(ctx context.Context, c rueidis.DedicatedClient, keys, arg
 }
 
 // rotateScript moves a record to a new key (standalone only: the two
-// session keys are in different slots).
-// KEYS: from, to [, old index] [, new index, new lease].
-// ARGV: now, from member, to member, old user, new user, delta...
-// Returns {code, version or actual user}.
+// session keys are in different slots). With a limit (ARGV[6] > 0) it
+// also counts the new user's other live records and refuses or evicts in
+// the same step. It must declare those records, so the caller passes the
+// index members it read; if the index now holds one it did not declare,
+// the script takes the user's lease with the caller's token, so that
+// nothing can be added until the caller asks again with the new list,
+// and returns that list. A lease held by the caller's own token does not
+// block it, and the script releases it on every other outcome.
+// KEYS: from, to [, old index] [, new index, new lease] [, sessions of
+// the members...].
+// ARGV: now, from member, to member, old user, new user, max, refuse,
+// token, lease ms, nmembers, members..., delta...
+// Returns {code, version or actual user [, evicted members, their handles]},
+// or {6, members}.
 var rotateScript = rueidis.NewLuaScript(prelude + `
 local from, to, now = KEYS[1], KEYS[2], tonumber(ARGV[1])
-local f = state(from, now)
-if not f then return {1} end
-local old, new = user(f), ARGV[5]
-if old ~= ARGV[4] then return {2, old} end
-if state(to, now) then return {5} end
-local n, idxOld, idxNew = 3
-if old ~= '' then idxOld = KEYS[n]; n = n + 1 end
-if new ~= '' then
-  idxNew = KEYS[n]
-  if redis.call('EXISTS', KEYS[n+1]) == 1 then return {3} end
+local max, token, nm = tonumber(ARGV[6]), ARGV[8], tonumber(ARGV[10])
+-- The layout of KEYS follows from what the caller named, right or wrong.
+local n, idxNew, lk = 3
+if ARGV[4] ~= '' then n = 4 end
+if ARGV[5] ~= '' then idxNew, lk = KEYS[n], KEYS[n+1] end
+
+-- before reports whether a is to be evicted before b: earlier auth time
+-- (none is earliest), then the lower handle in byte order, as Go compares.
+local function before(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  local x, y = a[2], b[2]
+  for i = 1, math.min(#x, #y) do
+    local p, q = string.byte(x, i), string.byte(y, i)
+    if p ~= q then return p < q end
+  end
+  return #x < #y
 end
-redis.call('RENAME', from, to) -- replaces a dead record at to
-apply(to, ARGV, 6)
-local v = redis.call('HINCRBY', to, 'm:v', 1)
-if idxOld then redis.call('ZREM', idxOld, ARGV[2]) end
-if not expire(to, now) then return {4, v} end
-if idxNew then index(idxNew, to, ARGV[3], ARGV[1]) end
-return {0, v}
+
+local function main()
+  local f = state(from, now)
+  if not f then return {1} end
+  local old, new = user(f), ARGV[5]
+  if old ~= ARGV[4] then return {2, old} end
+  if state(to, now) then return {5} end
+  local idxOld
+  if old ~= '' then idxOld = KEYS[3] end
+  local evicted, handles = {}, {}
+  if new ~= '' then
+    local held = redis.call('GET', lk)
+    if held and held ~= token then return {3} end
+    if max > 0 then
+      local at = {}
+      for i = 1, nm do at[ARGV[10+i]] = KEYS[n+1+i] end
+      redis.call('ZREMRANGEBYSCORE', idxNew, '-inf', ARGV[1])
+      local cur = redis.call('ZRANGE', idxNew, 0, -1)
+      for _, m in ipairs(cur) do
+        if not at[m] then
+          redis.call('SET', lk, token, 'PX', ARGV[9])
+          return {6, cur}
+        end
+      end
+      local others = {}
+      for _, m in ipairs(cur) do
+        if m ~= ARGV[2] and m ~= ARGV[3] then
+          local k = at[m]
+          local g = redis.call('HMGET', k, 'm:v', 'm:id', 'm:ad', 'm:u', 'm:at', 'm:h')
+          local e = expiry(g[2], g[3])
+          if g[1] and user(g) == new and not (e and tonumber(e) <= now) then
+            others[#others+1] = {tonumber(g[5]) or -math.huge, g[6] or '', m, k}
+          else
+            redis.call('ZREM', idxNew, m) -- stale: gone, expired or another user's
+          end
+        end
+      end
+      local excess = #others - max + 1
+      if excess > 0 then
+        if ARGV[7] == '1' then return {7} end
+        table.sort(others, before)
+        for i = 1, excess do
+          redis.call('DEL', others[i][4])
+          redis.call('ZREM', idxNew, others[i][3])
+          evicted[i], handles[i] = others[i][3], others[i][2]
+        end
+      end
+    end
+  end
+  redis.call('RENAME', from, to) -- replaces a dead record at to
+  apply(to, ARGV, 11 + nm)
+  local v = redis.call('HINCRBY', to, 'm:v', 1)
+  if idxOld then redis.call('ZREM', idxOld, ARGV[2]) end
+  if not expire(to, now) then return {4, v, evicted, handles} end
+  if idxNew then index(idxNew, to, ARGV[3], ARGV[1]) end
+  return {0, v, evicted, handles}
+end
+
+local r = main()
+if r[1] ~= 6 and token ~= '' and redis.call('GET', lk) == token then
+  redis.call('DEL', lk)
+end
+return r
 `)
 
 // listScript reads a user's live records in one step (standalone only).
@@ -431,4 +505,48 @@ redis.call('DEL', KEYS[1])
 local e = expiry(f[2], f[3])
 if e and tonumber(e) <= tonumber(ARGV[1]) then return 1 end
 return 2
+`)
+
+// The scripts below serve a limited Rotate in a Cluster (see
+// rotateClusterLimited): the user's lease, taken with a token and checked
+// at each step on the index's slot, orders it against every other limited
+// Rotate into the same user.
+
+// limitLockScript takes a user's lease for a token, unless another token
+// holds it, and returns the index's members.
+// KEYS: index, lease. ARGV: now, token, lease ms.
+// Returns {0, members} or {3}.
+var limitLockScript = rueidis.NewLuaScript(`
+local held = redis.call('GET', KEYS[2])
+if held and held ~= ARGV[2] then return {3} end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+return {0, redis.call('ZRANGE', KEYS[1], 0, -1)}
+`)
+
+// limitIndexScript commits a limited Rotate's decision to the index, if
+// the caller's token still holds the lease: the new key in, the evicted
+// ones out, and the lease renewed for the steps that follow.
+// KEYS: index, lease. ARGV: token, lease ms, new member, score, evicted
+// members... Returns 0, or 3 if the lease is no longer the caller's.
+var limitIndexScript = rueidis.NewLuaScript(`
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 3 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+for i = 5, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 0
+`)
+
+// limitDoneScript ends a limited Rotate: it reports whether the new key
+// is still indexed (a DeleteUser may have removed it), unindexes the old
+// key if it was the same user's, and releases the lease.
+// KEYS: index, lease. ARGV: token, new member, and the old member or an
+// empty string.
+// Returns 1 if the new key is indexed, else 0.
+var limitDoneScript = rueidis.NewLuaScript(`
+local ok = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[1], ARGV[3]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+if ok then return 1 end
+return 0
 `)
