@@ -290,7 +290,9 @@ func (a *app) Handler() http.Handler {
 	mux.HandleFunc("POST /logout/all", a.logoutAll)
 	// The API authenticates with Bearer tokens, never cookies, so a
 	// cross-site request cannot ride on a browser's session there.
-	protect := csrf.New(&csrf.Options{MaxFormBytes: maxFormBytes, InsecureBypassPatterns: []string{"/api/"}})
+	// Refusals on the reservation routes are recorded as suspicious
+	// attempts.
+	protect := csrf.New(&csrf.Options{MaxFormBytes: maxFormBytes, InsecureBypassPatterns: []string{"/api/"}, ErrorHandler: a.csrfRefused})
 	// A browser coming back with only its remember-me cookie is signed in
 	// before anything reads the session.
 	return a.transport.Handler(a.sessions.Handler(a.remember.Handler(securityHeaders(protect.Handler(mux)))))

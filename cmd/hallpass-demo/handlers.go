@@ -67,6 +67,11 @@ func (a *app) index(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
+	// Holds that ran out give their stock back before it is shown.
+	if _, err := a.reservations.releaseExpired(r.Context()); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
 	items, err := a.shop.items(r.Context())
 	if err != nil {
 		a.serverError(w, r, err)
