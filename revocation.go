@@ -20,7 +20,9 @@ import (
 type Broadcaster interface {
 	// Broadcast delivers msg to the subscribers of every instance sharing
 	// the store, this one included. msg is UTF-8 text (JSON) without NUL,
-	// at most 1 KiB, so that every wire format carries it as is.
+	// at most 1 KiB, so that every wire format carries it as is. One
+	// channel serves every user of it: each message is a JSON object with
+	// a "topic" naming its user, and a subscriber ignores other topics.
 	Broadcast(ctx context.Context, msg []byte) error
 	// Subscribe calls fn, one call at a time, with each message broadcast
 	// after Subscribe returns, and with nil whenever messages may have
@@ -106,7 +108,8 @@ type revokedUser struct {
 
 // revocation is one entry as broadcast and as kept in a record's data.
 type revocation struct {
-	Kind    string `json:"k"` // "u": a user's cutoff; "i": a credential id
+	Topic   string `json:"topic"` // revocationTopic, on the Broadcaster's shared channel
+	Kind    string `json:"k"`     // "u": a user's cutoff; "i": a credential id
 	Subject string `json:"s"`
 	Cutoff  int64  `json:"c,omitempty"` // unix ms
 	Until   int64  `json:"x"`           // unix ms
@@ -240,6 +243,7 @@ func (r *Revocations) add(ctx context.Context, e revocation) error {
 	if r.bc == nil {
 		return nil
 	}
+	e.Topic = revocationTopic
 	msg, err := json.Marshal(e)
 	if err != nil {
 		return err
@@ -249,6 +253,9 @@ func (r *Revocations) add(ctx context.Context, e revocation) error {
 	}
 	return nil
 }
+
+// revocationTopic marks Revocations' messages among a Broadcaster's.
+const revocationTopic = "hallpass.revocation"
 
 // revocationKey is where the entry for kind and subject lives: a hash
 // under a label no session token hashes to.
@@ -331,7 +338,11 @@ func (r *Revocations) receive(msg []byte) {
 		return
 	}
 	var e revocation
-	if err := json.Unmarshal(msg, &e); err != nil || (e.Kind != "u" && e.Kind != "i") || e.Subject == "" {
+	err := json.Unmarshal(msg, &e)
+	if err == nil && e.Topic != revocationTopic {
+		return // another user of the channel
+	}
+	if err != nil || (e.Kind != "u" && e.Kind != "i") || e.Subject == "" {
 		r.onErr(fmt.Errorf("hallpass: ignored a malformed revocation broadcast of %d bytes", len(msg)))
 		return
 	}

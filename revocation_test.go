@@ -229,9 +229,11 @@ func TestRevocationsBroadcast(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for _, msg := range []string{`{`, `{"k":"z","s":"bob","x":1}`, `{"k":"u","s":"","x":1}`, `null`} {
+	for _, msg := range []string{`{`, `{"topic":"hallpass.revocation","k":"z","s":"bob","x":1}`, `{"topic":"hallpass.revocation","k":"u","s":"","x":1}`, `[1]`} {
 		bus.Broadcast(t.Context(), []byte(msg))
 	}
+	// Other users of the channel are none of its business.
+	bus.Broadcast(t.Context(), []byte(`{"topic":"someone.else","k":"u","s":"bob","c":99999999999999,"x":99999999999999}`))
 	mu.Lock()
 	defer mu.Unlock()
 	if len(reported) != 4 {
