@@ -80,10 +80,12 @@ func validCookieName(s string) bool {
 	return true
 }
 
-// readCookie returns the value of the first cookie called name and how
-// many cookies had that name. It walks the header in place instead of
-// calling r.Cookies, which allocates every cookie of the request.
-func readCookie(h http.Header, name string) (value string, n int) {
+// ReadCookie returns the value of the first cookie called name in h and
+// how many cookies had that name, so that a caller can refuse duplicates
+// (cookie tossing). It walks the header in place: r.Cookies allocates
+// every cookie of the request and silently drops values it finds
+// invalid, where a garbled cookie must be seen to be dropped.
+func ReadCookie(h http.Header, name string) (value string, n int) {
 	for _, line := range h["Cookie"] {
 		for line != "" {
 			var part string

@@ -74,7 +74,7 @@ func (m *Manager) load(r *http.Request, s *Session) error {
 	// in another request, and a clearing Set-Cookie arriving after that
 	// response would sign the user out. Only Logout clears the cookie; a
 	// guest's first write replaces it.
-	value, n := readCookie(r.Header, m.cookie.Name)
+	value, n := ReadCookie(r.Header, m.cookie.Name)
 	if n == 0 {
 		return nil
 	}

@@ -106,7 +106,7 @@ func FuzzReadCookie(f *testing.F) {
 	f.Add("__Host-hallpass =v ; q=\"w\"")
 	f.Fuzz(func(t *testing.T, line string) {
 		h := map[string][]string{"Cookie": {line}}
-		v, n := readCookie(h, "__Host-hallpass")
+		v, n := ReadCookie(h, "__Host-hallpass")
 		if n == 0 && v != "" {
 			t.Fatalf("no cookie counted but value %q", v)
 		}

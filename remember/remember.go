@@ -475,7 +475,7 @@ func (rm *Remember) check(ctx context.Context, tok token, now time.Time) (series
 // signIn signs s in from the request's remember-me cookie, if it has a
 // good one. An error means the store or the sign-in failed: answer 503.
 func (rm *Remember) signIn(w http.ResponseWriter, r *http.Request, s *hallpass.Session) error {
-	value, n := readCookie(r.Header, rm.name)
+	value, n := hallpass.ReadCookie(r.Header, rm.name)
 	if n == 0 {
 		return nil
 	}
@@ -634,7 +634,7 @@ func (rm *Remember) unindex(ctx context.Context, user string, handles ...string)
 // browser to drop the cookie: call it at logout, next to Session.Logout.
 // The cookie is dropped even if the store fails.
 func (rm *Remember) Forget(w http.ResponseWriter, r *http.Request) error {
-	if _, n := readCookie(r.Header, rm.name); n == 0 {
+	if _, n := hallpass.ReadCookie(r.Header, rm.name); n == 0 {
 		return nil
 	}
 	rm.clearCookie(w)
@@ -645,7 +645,7 @@ func (rm *Remember) Forget(w http.ResponseWriter, r *http.Request) error {
 // of the last two of its series. Other cookies are left to Handler to
 // judge.
 func (rm *Remember) forget(ctx context.Context, r *http.Request) error {
-	value, n := readCookie(r.Header, rm.name)
+	value, n := hallpass.ReadCookie(r.Header, rm.name)
 	if n != 1 {
 		return nil
 	}
@@ -692,7 +692,7 @@ func (rm *Remember) ForgetOthers(r *http.Request) (int, error) {
 		return 0, errors.New("remember: ForgetOthers outside hallpass's Handler")
 	}
 	var keep hallpass.Key
-	if value, n := readCookie(r.Header, rm.name); n == 1 {
+	if value, n := hallpass.ReadCookie(r.Header, rm.name); n == 1 {
 		if tok, err := parseToken(value); err == nil {
 			keep = seriesKey(tok.selector)
 		}
@@ -798,27 +798,6 @@ func (rm *Remember) writeCookie(w http.ResponseWriter, value string, maxAge int)
 	}
 	h.Add("Set-Cookie", c.String())
 	h.Set("Cache-Control", "no-store")
-}
-
-// readCookie returns the value of the first cookie called name and how
-// many cookies had that name. It reads the raw header rather than
-// r.Cookies, which silently drops values it finds invalid: a garbled
-// cookie must be seen to be dropped.
-func readCookie(h http.Header, name string) (value string, n int) {
-	for _, line := range h["Cookie"] {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-			if !ok || strings.TrimSpace(k) != name {
-				continue
-			}
-			if n++; n == 1 {
-				value = v
-			}
-		}
-	}
-	return value, n
 }
 
 func validCookieName(s string) bool {
