@@ -142,13 +142,22 @@ func (is *Issuer) RefreshHandler() http.Handler {
 			writeJSON(w, http.StatusInternalServerError, oauthError{"server_error", "the server cannot refresh tokens"})
 			return
 		}
-		writeJSON(w, http.StatusOK, struct {
-			AccessToken  string `json:"access_token"`
-			TokenType    string `json:"token_type"`
-			ExpiresIn    int64  `json:"expires_in"`
-			RefreshToken string `json:"refresh_token"`
-		}{p.AccessToken, "Bearer", int64(p.AccessExpires.Sub(is.now()) / time.Second), p.RefreshToken})
+		is.WritePair(w, p)
 	})
+}
+
+// WritePair answers with p as an OAuth 2.0 token response (RFC 6749
+// section 5.1): {"access_token", "token_type": "Bearer", "expires_in",
+// "refresh_token"}, uncacheable. RefreshHandler uses it; so can an app's
+// own sign-in endpoint.
+func (is *Issuer) WritePair(w http.ResponseWriter, p *Pair) {
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, struct {
+		AccessToken  string `json:"access_token"`
+		TokenType    string `json:"token_type"`
+		ExpiresIn    int64  `json:"expires_in"`
+		RefreshToken string `json:"refresh_token"`
+	}{p.AccessToken, "Bearer", int64(p.AccessExpires.Sub(is.now()) / time.Second), p.RefreshToken})
 }
 
 // readRefreshRequest returns the refresh token and grant type of r, or a

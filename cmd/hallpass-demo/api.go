@@ -82,12 +82,7 @@ func (a *app) apiToken(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "temporarily_unavailable"})
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
-		AccessToken  string `json:"access_token"`
-		TokenType    string `json:"token_type"`
-		ExpiresIn    int64  `json:"expires_in"`
-		RefreshToken string `json:"refresh_token"`
-	}{pair.AccessToken, "Bearer", int64(time.Until(pair.AccessExpires) / time.Second), pair.RefreshToken})
+	a.tokens.WritePair(w, pair)
 }
 
 // apiRevoke handles POST /api/token/revoke: the client signs out, and its
