@@ -39,15 +39,7 @@ func TestClientChangeDefaults(t *testing.T) {
 			t.Fatal("IP change blocked the request; default is log only")
 		}
 	}
-	h.events.mu.Lock()
-	n := 0
-	for _, e := range h.events.events {
-		if e.Reason == hallpass.ReasonIPChanged {
-			n++
-		}
-	}
-	h.events.mu.Unlock()
-	if n != 1 {
+	if n := h.events.Count(hallpass.EventSuspicious, hallpass.ReasonIPChanged); n != 1 {
 		t.Fatalf("%d ip_changed events for one change, want 1", n)
 	}
 	// Another browser with the same cookie: still signed in, but sensitive

@@ -211,12 +211,11 @@ func TestReportCarriesSessionIdentity(t *testing.T) {
 	h.serve(c, func(w http.ResponseWriter, r *http.Request) {
 		hallpass.FromRequest(r).Report(hallpass.EventSuspicious, "csrf_missing")
 	})
-	h.events.mu.Lock()
-	defer h.events.mu.Unlock()
-	if len(h.events.events) != 1 {
-		t.Fatalf("%d events", len(h.events.events))
+	events := h.events.All()
+	if len(events) != 1 {
+		t.Fatalf("%d events", len(events))
 	}
-	e := h.events.events[0]
+	e := events[0]
 	if e.Kind != hallpass.EventSuspicious || e.Reason != "csrf_missing" || e.UserID != "alice" || e.Handle == "" || e.IP != "192.0.2.9" || e.UserAgent != "probe" {
 		t.Fatalf("event %+v", e)
 	}

@@ -1,13 +1,11 @@
 package hallpass_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,33 +15,11 @@ import (
 )
 
 // recorder keeps every event emitted.
-type recorder struct {
-	mu     sync.Mutex
-	events []hallpass.Event
-}
+type recorder struct{ storetest.Events }
 
-func (r *recorder) Emit(_ context.Context, e hallpass.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
+func (r *recorder) has(kind hallpass.EventKind, reason string) bool { return r.Count(kind, reason) > 0 }
 
-func (r *recorder) has(kind hallpass.EventKind, reason string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.events {
-		if e.Kind == kind && (reason == "" || e.Reason == reason) {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *recorder) reset() {
-	r.mu.Lock()
-	r.events = nil
-	r.mu.Unlock()
-}
+func (r *recorder) reset() { r.Reset() }
 
 // harness runs requests through a Manager over a real memstore.
 type harness struct {

@@ -29,19 +29,6 @@ func (h *harness) who(cookie string) string {
 	return string(b)
 }
 
-// eventsOf returns the recorded events of one kind.
-func (r *recorder) eventsOf(kind hallpass.EventKind) []hallpass.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []hallpass.Event
-	for _, e := range r.events {
-		if e.Kind == kind {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 func TestSessionLimitEvictsOldest(t *testing.T) {
 	h := newHarness(t, hallpass.Config{MaxSessions: 2})
 	laptop := h.signIn("alice", "Firefox", "192.0.2.10")
@@ -74,7 +61,7 @@ func TestSessionLimitEvictsOldest(t *testing.T) {
 	if b, _ := io.ReadAll(res.Body); string(b) != "book" {
 		t.Errorf("the guest's cart after login is %q, want book", b)
 	}
-	ev := h.events.eventsOf(hallpass.EventRevoked)
+	ev := h.events.Find(hallpass.EventRevoked, "")
 	if len(ev) != 1 || ev[0].Reason != hallpass.ReasonSessionLimit || ev[0].Handle != laptopHandle || ev[0].UserID != "alice" {
 		t.Errorf("revoked events %+v, want one session_limit naming the laptop's handle %s and alice", ev, laptopHandle)
 	}
@@ -117,7 +104,7 @@ func TestSessionLimitRefuseNew(t *testing.T) {
 	if n := h.store.Len(); n != 2 { // the laptop and the phone's guest cart
 		t.Errorf("store holds %d records, want 2: a refused login must leave nothing behind", n)
 	}
-	if ev := h.events.eventsOf(hallpass.EventLoginRefused); len(ev) != 2 || ev[0].UserID != "alice" || ev[0].Reason != hallpass.ReasonSessionLimit {
+	if ev := h.events.Find(hallpass.EventLoginRefused, ""); len(ev) != 2 || ev[0].UserID != "alice" || ev[0].Reason != hallpass.ReasonSessionLimit {
 		t.Errorf("login_refused events %+v, want two for alice with reason session_limit", ev)
 	}
 
@@ -168,8 +155,8 @@ func TestSessionLimitConcurrentLogins(t *testing.T) {
 		if signedIn != 1 {
 			t.Errorf("RefuseNewSessions=%v: %d browsers are signed in after %d concurrent logins, want 1", refuse, signedIn, n)
 		}
-		evicted := len(h.events.eventsOf(hallpass.EventRevoked))
-		refused := len(h.events.eventsOf(hallpass.EventLoginRefused))
+		evicted := len(h.events.Find(hallpass.EventRevoked, ""))
+		refused := len(h.events.Find(hallpass.EventLoginRefused, ""))
 		if refuse && (refused != n-1 || evicted != 0) || !refuse && (evicted != n-1 || refused != 0) {
 			t.Errorf("RefuseNewSessions=%v: %d refused and %d evicted events, want %d of one kind", refuse, refused, evicted, n-1)
 		}

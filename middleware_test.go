@@ -798,13 +798,12 @@ func TestCacheControl(t *testing.T) {
 func TestEventsCarryForwardedFor(t *testing.T) {
 	h := newHarness(t, hallpass.Config{})
 	h.serve("", counter, func(r *http.Request) { r.Header.Set("X-Forwarded-For", "203.0.113.9, 10.0.0.1") })
-	h.events.mu.Lock()
-	defer h.events.mu.Unlock()
-	if len(h.events.events) == 0 || h.events.events[0].ForwardedFor != "203.0.113.9, 10.0.0.1" {
-		t.Fatalf("events %+v", h.events.events)
+	events := h.events.All()
+	if len(events) == 0 || events[0].ForwardedFor != "203.0.113.9, 10.0.0.1" {
+		t.Fatalf("events %+v", events)
 	}
-	if h.events.events[0].IP != "192.0.2.1" {
-		t.Fatalf("untrusted X-Forwarded-For changed the recorded IP: %q", h.events.events[0].IP)
+	if events[0].IP != "192.0.2.1" {
+		t.Fatalf("untrusted X-Forwarded-For changed the recorded IP: %q", events[0].IP)
 	}
 }
 

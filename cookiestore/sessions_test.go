@@ -1,7 +1,6 @@
 package cookiestore_test
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,28 +17,7 @@ import (
 	"github.com/hallpass/hallpass/store/storetest"
 )
 
-type recorder struct {
-	mu     sync.Mutex
-	events []hallpass.Event
-}
-
-func (r *recorder) Emit(_ context.Context, e hallpass.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-
-func (r *recorder) count(kind hallpass.EventKind, reason string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.events {
-		if e.Kind == kind && e.Reason == reason {
-			n++
-		}
-	}
-	return n
-}
+type recorder struct{ storetest.Events }
 
 // app is one instance: a Manager with sealed sessions and its own
 // revocation list over a store shared with other instances.
@@ -181,7 +158,7 @@ func TestLogoutReplayGetsGuest(t *testing.T) {
 	if _, body, _ := a.do(captured, "/who"); body != "" {
 		t.Errorf("a cookie captured before logout is still %q", body)
 	}
-	if a.events.count(hallpass.EventSuspicious, hallpass.ReasonRevokedCookie) != 1 {
+	if a.events.Count(hallpass.EventSuspicious, hallpass.ReasonRevokedCookie) != 1 {
 		t.Error("no revoked_cookie event for the replay")
 	}
 	// A guest's cookie captured before logout gets no data back either.
@@ -270,7 +247,7 @@ func TestTooLargeIsRefusedNotTruncated(t *testing.T) {
 	if _, body, _ := a.do(c, "/count"); body != "|2" {
 		t.Errorf("after the refused write: %q, want the session intact", body)
 	}
-	if a.events.count(hallpass.EventWriteRefused, hallpass.ReasonCookieTooLarge) != 1 {
+	if a.events.Count(hallpass.EventWriteRefused, hallpass.ReasonCookieTooLarge) != 1 {
 		t.Error("no write_refused event")
 	}
 }
@@ -284,14 +261,14 @@ func TestGarbledAndExpiredCookiesAreGuests(t *testing.T) {
 			t.Errorf("cookie %.20q...: %d %q, want a guest", v, code, body)
 		}
 	}
-	if a.events.count(hallpass.EventSuspicious, hallpass.ReasonTamperedCookie) == 0 {
+	if a.events.Count(hallpass.EventSuspicious, hallpass.ReasonTamperedCookie) == 0 {
 		t.Error("no tampered_cookie event")
 	}
 	clock.Add(2 * time.Minute)
 	if _, body, _ := a.do(c, "/who"); body != "" {
 		t.Errorf("an idle-expired cookie is %q", body)
 	}
-	if a.events.count(hallpass.EventExpiredIdle, "") != 1 {
+	if a.events.Count(hallpass.EventExpiredIdle, "") != 1 {
 		t.Error("no expired_idle event")
 	}
 }

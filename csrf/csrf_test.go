@@ -22,32 +22,20 @@ import (
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/csrf"
 	"github.com/hallpass/hallpass/store/memstore"
+	"github.com/hallpass/hallpass/store/storetest"
 )
 
 // recorder keeps every event the Manager emits.
-type recorder struct {
-	mu     sync.Mutex
-	events []hallpass.Event
-}
-
-func (r *recorder) Emit(_ context.Context, e hallpass.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
+type recorder struct{ storetest.Events }
 
 // suspicious returns the reasons of the suspicious events so far, and
 // forgets them.
 func (r *recorder) suspicious() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var reasons []string
-	for _, e := range r.events {
-		if e.Kind == hallpass.EventSuspicious {
-			reasons = append(reasons, e.Reason)
-		}
+	for _, e := range r.Find(hallpass.EventSuspicious, "") {
+		reasons = append(reasons, e.Reason)
 	}
-	r.events = nil
+	r.Reset()
 	return reasons
 }
 
@@ -715,12 +703,10 @@ func TestTokenNotDisclosed(t *testing.T) {
 	c.post("/login", withToken(tok, url.Values{"user": {"alice"}}))
 	_, b3, _ := c.post("/submit", withToken(tok, nil))
 
-	e.events.mu.Lock()
 	var seen strings.Builder
-	for _, ev := range e.events.events {
+	for _, ev := range e.events.All() {
 		fmt.Fprintf(&seen, "%+v\n", ev)
 	}
-	e.events.mu.Unlock()
 	seen.WriteString(e.logs.String())
 	seen.WriteString(b1 + b2 + b3)
 	for _, secret := range []string{tok, tok[:20], other, other[:20], c.cookie} {

@@ -154,22 +154,9 @@ func eachStore(t *testing.T, f func(t *testing.T, open func(t *testing.T, clock 
 }
 
 // recorder keeps every event emitted.
-type recorder struct {
-	mu     sync.Mutex
-	events []hallpass.Event
-}
+type recorder struct{ storetest.Events }
 
-func (r *recorder) Emit(_ context.Context, e hallpass.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-
-func (r *recorder) all() []hallpass.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]hallpass.Event(nil), r.events...)
-}
+func (r *recorder) all() []hallpass.Event { return r.All() }
 
 func (r *recorder) find(kind hallpass.EventKind, reason string) []hallpass.Event {
 	var out []hallpass.Event

@@ -23,22 +23,9 @@ import (
 func start() time.Time { return time.Now().Truncate(time.Millisecond) }
 
 // events records what an Issuer emits.
-type events struct {
-	mu sync.Mutex
-	es []hallpass.Event
-}
+type events struct{ storetest.Events }
 
-func (e *events) Emit(_ context.Context, ev hallpass.Event) {
-	e.mu.Lock()
-	e.es = append(e.es, ev)
-	e.mu.Unlock()
-}
-
-func (e *events) all() []hallpass.Event {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return slices.Clone(e.es)
-}
+func (e *events) all() []hallpass.Event { return e.All() }
 
 func (e *events) count(kind hallpass.EventKind, reason string) int {
 	n := 0
