@@ -506,6 +506,15 @@ func (s *Store) Len() int {
 	return n
 }
 
+// Count is Len for package metrics (its Counter interface): the live
+// records, the library's own (revocation list, audit log) included.
+func (s *Store) Count(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return s.Len(), nil
+}
+
 // Close stops the sweeper and waits for it to finish. The store keeps
 // working afterwards, but expired records are no longer freed. Close may
 // be called any number of times.

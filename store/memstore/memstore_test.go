@@ -390,3 +390,16 @@ func BenchmarkUpdate(b *testing.B) {
 		i++
 	}
 }
+
+func TestCount(t *testing.T) {
+	s := newTestStore(t, nil)
+	for _, u := range []string{"alice", "bob", ""} {
+		r := &hallpass.Record{Key: hallpass.KeyOf(hallpass.NewToken()), Handle: hallpass.NewHandle(), Meta: hallpass.Meta{UserID: u, AbsoluteDeadline: time.Now().Add(time.Hour)}}
+		if err := s.Create(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.Count(t.Context()); n != 3 || err != nil {
+		t.Errorf("Count = %d, %v; want 3", n, err)
+	}
+}

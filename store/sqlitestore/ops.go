@@ -384,6 +384,17 @@ func (s *Store) DeleteUser(ctx context.Context, userID string, keep ...hallpass.
 	return int(n), nil
 }
 
+// Count returns how many live records the store holds, for package
+// metrics (its Counter interface); the library's own records (revocation
+// list, audit log) count too. It scans the expires_at index.
+func (s *Store) Count(ctx context.Context) (int, error) {
+	var n int
+	if err := s.rs.queryRow(ctx, `SELECT count(*) FROM `+s.q.table+` WHERE expires_at > ?`, s.nowMS()).Scan(&n); err != nil {
+		return 0, fail(ctx, "count", err)
+	}
+	return n, nil
+}
+
 // Sweep deletes expired rows, at most Options.SweepChunk per statement,
 // until none is left, and returns how many it deleted. The background
 // sweeper calls it every Options.SweepInterval.

@@ -1179,3 +1179,21 @@ func BenchmarkUpdate(b *testing.B) {
 		}
 	}
 }
+
+func TestCount(t *testing.T) {
+	s := openTest(t, nil)
+	var keys []hallpass.Key
+	for _, u := range []string{"alice", "bob", ""} {
+		r := &hallpass.Record{Key: hallpass.KeyOf(hallpass.NewToken()), Handle: hallpass.NewHandle(), Meta: hallpass.Meta{UserID: u, AbsoluteDeadline: time.Now().Add(time.Hour)}}
+		if err := s.Create(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, r.Key)
+	}
+	if err := s.Delete(t.Context(), keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Count(t.Context()); n != 2 || err != nil {
+		t.Errorf("Count = %d, %v; want 2", n, err)
+	}
+}
