@@ -1,48 +1,13 @@
 package main
 
 import (
-	"context"
 	"net/http"
-	"slices"
 	"strconv"
-	"sync"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hallpass/hallpass"
 )
-
-// eventRing keeps the latest security events for the admin page.
-type eventRing struct {
-	mu     sync.Mutex
-	events []hallpass.Event // oldest first, at most max
-	max    int
-}
-
-func newEventRing(max int) *eventRing { return &eventRing{max: max} }
-
-// Emit implements hallpass.Sink. Routine steps (a guest session saved,
-// a deadline extended, a token rotated) are left out.
-func (e *eventRing) Emit(_ context.Context, ev hallpass.Event) {
-	switch ev.Kind {
-	case hallpass.EventCreated, hallpass.EventExtended, hallpass.EventRotated:
-		return
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.events) == e.max {
-		copy(e.events, e.events[1:])
-		e.events = e.events[:e.max-1]
-	}
-	e.events = append(e.events, ev)
-}
-
-// latest returns the events, newest first.
-func (e *eventRing) latest() []hallpass.Event {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := slices.Clone(e.events)
-	slices.Reverse(out)
-	return out
-}
 
 type adminUser struct {
 	User     *user
@@ -91,7 +56,15 @@ func (a *app) admin(w http.ResponseWriter, r *http.Request) {
 		p.Users = append(p.Users, adminUser{User: v, Sessions: list})
 		p.Total += len(list)
 	}
-	p.Events = a.events.latest()
+	// The log writes in the background: what is queued is shown too.
+	if err := a.audit.Flush(r.Context()); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	if p.Events, err = a.audit.Latest(r.Context(), 50); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
 	if p.Reservations, err = a.reservations.counts(r.Context()); err != nil {
 		a.serverError(w, r, err)
 		return
@@ -134,6 +107,20 @@ func (a *app) adminRevokeAll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.adminDone(w, r, "Signed the user out everywhere ("+strconv.Itoa(n)+" sessions).")
+}
+
+// adminMetrics handles GET /metrics for administrators; -metrics-addr
+// serves the same on a listener of its own, for a scraper.
+func (a *app) adminMetrics(w http.ResponseWriter, r *http.Request) {
+	if a.requireAdmin(w, r) == nil {
+		return
+	}
+	a.MetricsHandler().ServeHTTP(w, r)
+}
+
+// MetricsHandler serves the Prometheus metrics.
+func (a *app) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{})
 }
 
 func (a *app) adminDone(w http.ResponseWriter, r *http.Request, msg string) {

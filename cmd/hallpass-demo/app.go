@@ -17,8 +17,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/audit"
 	"github.com/hallpass/hallpass/csrf"
+	"github.com/hallpass/hallpass/metrics"
 	"github.com/hallpass/hallpass/remember"
 	"github.com/hallpass/hallpass/secure"
 	"github.com/hallpass/hallpass/token"
@@ -85,8 +90,9 @@ type app struct {
 	// for a password change.
 	reauthWindow time.Duration
 	now          func() time.Time
-	events       *eventRing // the latest security events, for /admin
-	adminName    string     // -admin
+	audit        *audit.Log           // security events, for /admin
+	metrics      *prometheus.Registry // for /metrics
+	adminName    string               // -admin
 }
 
 // newApp builds the app on db, which keeps both users and sessions. Close
@@ -127,8 +133,6 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	}
 	// Holds end with the session that made them.
 	events = append(events, hallpass.SinkFunc(res.sessionEvent))
-	ring := newEventRing(100)
-	events = append(events, ring)
 	if opts.Admin != "" {
 		if _, err := us.MakeAdmin(ctx, opts.Admin); err != nil {
 			return nil, err
@@ -138,6 +142,26 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every store operation is timed, and every event counted, for
+	// /metrics; the security events are kept in the store, for /admin.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	met, err := metrics.New(reg, nil)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	st = met.Store(storeKind(opts.Store), st).(sessionStore)
+	trail, err := audit.New(st, &audit.Options{Logger: opts.Logger, Now: opts.Now})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "hallpass_audit_dropped_total",
+		Help: "Security events the audit log could not keep.",
+	}, func() float64 { return float64(trail.Dropped()) }))
+	events = append(events, met, trail)
 	// Revoked tokens (and sign-out-everywhere cutoffs) are shared by
 	// every instance through the session store.
 	rev, err := hallpass.NewRevocations(ctx, st, &hallpass.RevocationOptions{Now: opts.Now, OnError: func(err error) {
@@ -203,7 +227,8 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		reauthWindow: opts.ReauthWindow,
 		revocations:  rev,
 		now:          cmpOrNow(opts.Now),
-		events:       ring,
+		audit:        trail,
+		metrics:      reg,
 		adminName:    opts.Admin,
 	}
 	if a.tokens, err = newTokens(a, seed, st, rev, opts.AccessTTL, opts.Now); err != nil {
@@ -217,6 +242,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 // Close stops the session store's background work. It leaves the
 // database open for its owner to close.
 func (a *app) Close() error {
+	a.audit.Close()
 	a.reservations.Close()
 	a.revocations.Close()
 	return a.store.Close()
@@ -271,6 +297,7 @@ func (a *app) Handler() http.Handler {
 	mux.Handle("POST /account/mfa", fresh(http.HandlerFunc(a.mfaEnrol)))
 	mux.Handle("POST /account/email", fresh(http.HandlerFunc(a.changeEmail)))
 	mux.Handle("GET /admin", fresh(http.HandlerFunc(a.admin)))
+	mux.Handle("GET /metrics", fresh(http.HandlerFunc(a.adminMetrics)))
 	mux.Handle("POST /admin/users/{id}/sessions/{handle}/revoke", fresh(http.HandlerFunc(a.adminRevoke)))
 	mux.Handle("POST /admin/users/{id}/revoke-all", fresh(http.HandlerFunc(a.adminRevokeAll)))
 	mux.HandleFunc("GET /login/mfa", a.mfaLoginForm)

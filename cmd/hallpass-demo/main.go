@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	var proxies listFlag
 	fs.Var(&proxies, "trusted-proxy", "believe X-Forwarded-For and X-Forwarded-Proto only from this `CIDR` or address; repeatable ($HALLPASS_TRUSTED_PROXY, comma-separated)")
 	logFile := fs.String("log-file", "", "also append every session event to this `file`, one JSON object per line ($HALLPASS_LOG_FILE)")
+	metricsAddr := fs.String("metrics-addr", "", "also serve Prometheus metrics on `host:port` (only /metrics; they are on /metrics for admins anyway) ($HALLPASS_METRICS_ADDR)")
 	admin := fs.String("admin", "", "the `username` that gets the admin role (/admin) once signed up ($HALLPASS_ADMIN)")
 	accessTTL := fs.Duration("access-ttl", 0, "lifetime of API access tokens; 0 means 10m ($HALLPASS_ACCESS_TTL)")
 	rememberFor := fs.Duration("remember-for", 0, "\"keep me signed in\" lasts this long after the last visit; 0 means 30 days ($HALLPASS_REMEMBER_FOR)")
@@ -88,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"rotate-every": "HALLPASS_ROTATE_EVERY", "rotate-grace": "HALLPASS_ROTATE_GRACE",
 		"reauth-window": "HALLPASS_REAUTH_WINDOW", "max-sessions": "HALLPASS_MAX_SESSIONS",
 		"tls-cert": "HALLPASS_TLS_CERT", "tls-key": "HALLPASS_TLS_KEY", "tls-self-signed": "HALLPASS_TLS_SELF_SIGNED",
-		"remember-for": "HALLPASS_REMEMBER_FOR", "access-ttl": "HALLPASS_ACCESS_TTL", "admin": "HALLPASS_ADMIN", "redirect-http": "HALLPASS_REDIRECT_HTTP", "trusted-proxy": "HALLPASS_TRUSTED_PROXY", "log-file": "HALLPASS_LOG_FILE",
+		"remember-for": "HALLPASS_REMEMBER_FOR", "access-ttl": "HALLPASS_ACCESS_TTL", "admin": "HALLPASS_ADMIN", "metrics-addr": "HALLPASS_METRICS_ADDR", "redirect-http": "HALLPASS_REDIRECT_HTTP", "trusted-proxy": "HALLPASS_TRUSTED_PROXY", "log-file": "HALLPASS_LOG_FILE",
 	} {
 		if v := getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -212,6 +213,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		errc <- srv.Serve(ln)
 	}()
+	if *metricsAddr != "" {
+		mln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("-metrics-addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: srv.ErrorLog}
+		defer msrv.Close()
+		go func() {
+			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("-metrics-addr: %w", err)
+			}
+		}()
+		logger.Info("hallpass-demo serving metrics", "addr", mln.Addr().String())
+	}
 	if *redirectHTTP != "" {
 		rln, err := net.Listen("tcp", *redirectHTTP)
 		if err != nil {

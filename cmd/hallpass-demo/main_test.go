@@ -611,6 +611,7 @@ func TestRunHelp(t *testing.T) {
 		"-max-sessions", "HALLPASS_MAX_SESSIONS", "-tls-cert", "HALLPASS_TLS_CERT", "-tls-key", "HALLPASS_TLS_KEY",
 		"-tls-self-signed", "HALLPASS_TLS_SELF_SIGNED", "-redirect-http", "HALLPASS_REDIRECT_HTTP",
 		"-trusted-proxy", "HALLPASS_TRUSTED_PROXY", "-log-file", "HALLPASS_LOG_FILE",
+		"-remember-for", "-access-ttl", "-admin", "HALLPASS_ADMIN", "-metrics-addr", "HALLPASS_METRICS_ADDR",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("-h output lacks %q:\n%s", want, out.String())
@@ -1160,4 +1161,21 @@ func TestEmailChange(t *testing.T) {
 		t.Errorf("a stale session changing its email goes to %q, want /reauth", r.Header.Get("Location"))
 	}
 	wantNoBody(t, c.get("/account"), "mallory@example.com")
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	e := newEnvOptions(t, options{Admin: "root"})
+	root := e.client()
+	wantRedirectHome(t, root.signup("root", "root password"))
+	alice := e.client()
+	wantRedirectHome(t, alice.signup("alice", "correct horse"))
+	wantStatus(t, alice.get("/metrics"), http.StatusForbidden)
+	r := root.get("/metrics")
+	wantStatus(t, r, http.StatusOK)
+	wantBody(t, r,
+		`hallpass_events_total{kind="authenticated",reason=""}`,
+		`hallpass_store_operation_duration_seconds_count{op="create",result="ok",store="sqlite"}`,
+		`hallpass_sessions_active{store="sqlite"}`,
+		"hallpass_audit_dropped_total 0")
 }

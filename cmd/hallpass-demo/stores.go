@@ -36,6 +36,20 @@ func openStore(ctx context.Context, spec string, db *sql.DB) (sessionStore, erro
 	return nil, fmt.Errorf("-store %q: want empty (the -db file), memory, redis://… or postgres://…", redact(spec))
 }
 
+// storeKind names the kind of store spec opens, for metrics labels.
+func storeKind(spec string) string {
+	switch {
+	case spec == "":
+		return "sqlite"
+	case spec == "memory":
+		return "memory"
+	case strings.HasPrefix(spec, "redis"):
+		return "redis"
+	default:
+		return "postgres"
+	}
+}
+
 // redact drops anything after a scheme's "//" up to "@", so a password in
 // a store URL never reaches a log or an error message.
 func redact(spec string) string {
