@@ -23,6 +23,7 @@ import (
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/audit"
 	"github.com/hallpass/hallpass/csrf"
+	"github.com/hallpass/hallpass/live"
 	"github.com/hallpass/hallpass/metrics"
 	"github.com/hallpass/hallpass/remember"
 	"github.com/hallpass/hallpass/secure"
@@ -91,6 +92,7 @@ type app struct {
 	reauthWindow time.Duration
 	now          func() time.Time
 	audit        *audit.Log           // security events, for /admin
+	live         *live.Hub            // ends open pages of ended sessions
 	metrics      *prometheus.Registry // for /metrics
 	adminName    string               // -admin
 }
@@ -161,7 +163,10 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		Name: "hallpass_audit_dropped_total",
 		Help: "Security events the audit log could not keep.",
 	}, func() float64 { return float64(trail.Dropped()) }))
-	events = append(events, met, trail)
+	// Open pages learn at once when their session ends on any instance.
+	bc, _ := st.(hallpass.Broadcaster)
+	hub := live.NewHub(bc, &live.Options{Now: opts.Now, OnError: func(err error) { opts.Logger.Warn("live", "err", err) }})
+	events = append(events, met, trail, hub)
 	// Revoked tokens (and sign-out-everywhere cutoffs) are shared by
 	// every instance through the session store.
 	rev, err := hallpass.NewRevocations(ctx, st, &hallpass.RevocationOptions{Now: opts.Now, OnError: func(err error) {
@@ -228,6 +233,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		revocations:  rev,
 		now:          cmpOrNow(opts.Now),
 		audit:        trail,
+		live:         hub,
 		metrics:      reg,
 		adminName:    opts.Admin,
 	}
@@ -242,6 +248,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 // Close stops the session store's background work. It leaves the
 // database open for its owner to close.
 func (a *app) Close() error {
+	a.live.Close()
 	a.audit.Close()
 	a.reservations.Close()
 	a.revocations.Close()
@@ -304,6 +311,8 @@ func (a *app) Handler() http.Handler {
 	mux.HandleFunc("POST /login/mfa", a.mfaLogin)
 	mux.Handle("GET /session", a.sessions.StatusHandler())
 	mux.Handle("POST /session/extend", a.sessions.ExtendHandler())
+	mux.Handle("GET /session/events", a.live.Handler(a.sessions))
+	mux.Handle("GET /hallpass-live.js", live.Script())
 	static, _ := fs.Sub(staticFS, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 
@@ -334,7 +343,7 @@ func (a *app) RedirectHandler() http.Handler { return a.transport.RedirectHandle
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "same-origin")
@@ -350,7 +359,9 @@ type view struct {
 	Flash string
 	// CSRFField is the hidden input that every POST form must carry.
 	CSRFField template.HTML
-	Page      any
+	// CSRFMeta carries the token for the page's script (Extend).
+	CSRFMeta template.HTML
+	Page     any
 }
 
 // render writes the page called name. It renders into a buffer first, so
@@ -368,7 +379,7 @@ func (a *app) render(w http.ResponseWriter, r *http.Request, status int, name, t
 	}
 	// The field may create the session's CSRF secret, a session write,
 	// so it is made before anything is written.
-	v := view{Title: title, User: u, Flash: flash, CSRFField: csrf.Field(r), Page: page}
+	v := view{Title: title, User: u, Flash: flash, CSRFField: csrf.Field(r), CSRFMeta: csrf.MetaTag(r), Page: page}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {
 		a.serverError(w, r, err)

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/live"
 )
 
 // Session keys.
@@ -46,6 +47,7 @@ type authPage struct {
 	Username string
 	Remember bool
 	Errors   []string
+	Ended    string // why the page's script sent the browser here: revoked, expired, logged_out
 }
 
 // index shows who is signed in and counts the session's visits.
@@ -87,7 +89,12 @@ func (a *app) signupForm(w http.ResponseWriter, r *http.Request) {
 
 // loginForm shows the empty login form.
 func (a *app) loginForm(w http.ResponseWriter, r *http.Request) {
-	a.renderAuth(w, r, http.StatusOK, "login", "Log in", authPage{})
+	p := authPage{}
+	switch e := r.URL.Query().Get("ended"); e {
+	case live.ReasonRevoked, live.ReasonExpired, live.ReasonLoggedOut:
+		p.Ended = e
+	}
+	a.renderAuth(w, r, http.StatusOK, "login", "Log in", p)
 }
 
 // renderAuth renders the login or signup form. The layout still shows who

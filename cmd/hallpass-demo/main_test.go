@@ -1179,3 +1179,63 @@ func TestMetrics(t *testing.T) {
 		`hallpass_sessions_active{store="sqlite"}`,
 		"hallpass_audit_dropped_total 0")
 }
+
+// TestLivePages checks the page script's wiring and that an open page's
+// event stream ends when its session is revoked from another device.
+func TestLivePages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.clientUA(uaFirefoxLinux)
+	wantRedirectHome(t, a.signup("alice", "correct horse"))
+	b := e.clientUA(uaChromeWindows)
+	wantRedirectHome(t, b.login("alice", "correct horse", false))
+
+	r := a.get("/")
+	wantBody(t, r, `<script src="/hallpass-live.js" defer`, `data-events-url="/session/events"`, `<meta name="csrf-token"`, "data-hallpass-signout")
+	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "connect-src 'self'") {
+		t.Errorf("CSP %q does not let the page script and its requests through", csp)
+	}
+	wantNoBody(t, e.client().get("/"), "hallpass-live.js") // guests have nothing to watch
+	js := a.get("/hallpass-live.js")
+	if js.StatusCode != 200 || !strings.HasPrefix(js.Header.Get("Content-Type"), "text/javascript") {
+		t.Errorf("script: %d %s", js.StatusCode, js.Header.Get("Content-Type"))
+	}
+
+	// b's page has its event stream open; a signs the other devices out.
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", e.srv.URL+"/session/events", nil)
+	req.Header.Set("User-Agent", uaChromeWindows)
+	req.Header.Set("Cookie", cookieName+"="+b.sessionCookie())
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("event stream: %s %q", res.Status, res.Header.Get("Content-Type"))
+	}
+	ended := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		var got strings.Builder
+		for {
+			n, err := res.Body.Read(buf)
+			got.Write(buf[:n])
+			if strings.Contains(got.String(), "event: ended") || err != nil {
+				ended <- got.String()
+				return
+			}
+		}
+	}()
+	// The headers come with the stream's first write, after it has
+	// registered with the hub: nothing from now on can be missed.
+	wantRedirect(t, a.post("/account/sessions/revoke-others", nil), "/account/sessions")
+	select {
+	case got := <-ended:
+		if !strings.Contains(got, `event: ended`) || !strings.Contains(got, `"revoked"`) {
+			t.Errorf("stream ended without saying why: %q", got)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the revoked device's event stream did not end within 2s")
+	}
+	wantBody(t, e.client().get("/login?ended=revoked"), "You were signed out from another device")
+}
