@@ -1,8 +1,12 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -129,4 +133,80 @@ func (a *app) adminDone(w http.ResponseWriter, r *http.Request, msg string) {
 		return
 	}
 	http.Redirect(w, r, "/admin", http.StatusSeeOther)
+}
+
+// adminEvents handles GET /admin/events: the security events as they are
+// kept, as server-sent events, for the admin page's live table. It reads
+// the audit log every two seconds rather than listening to the Manager,
+// so that it shows what every instance kept.
+func (a *app) adminEvents(w http.ResponseWriter, r *http.Request) {
+	if a.requireAdmin(w, r) == nil {
+		return
+	}
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	// The page already shows what was kept before: start after it.
+	var last time.Time
+	seen := make(map[string]bool) // events at exactly last, already shown
+	eventID := func(e hallpass.Event) string {
+		return e.Time.String() + string(e.Kind) + e.Reason + e.Handle + e.UserID
+	}
+	if a.audit.Flush(r.Context()) == nil {
+		if evs, err := a.audit.Latest(r.Context(), 50); err == nil && len(evs) > 0 {
+			last = evs[0].Time
+			for _, e := range evs {
+				if e.Time.Equal(last) {
+					seen[eventID(e)] = true
+				}
+			}
+		}
+	}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-a.closing:
+			return
+		case <-tick.C:
+		}
+		if err := a.audit.Flush(r.Context()); err != nil {
+			continue
+		}
+		evs, err := a.audit.Latest(r.Context(), 50)
+		if err != nil {
+			continue
+		}
+		for i := len(evs) - 1; i >= 0; i-- { // oldest first
+			e := evs[i]
+			id := eventID(e)
+			if e.Time.Before(last) || e.Time.Equal(last) && seen[id] {
+				continue
+			}
+			if e.Time.After(last) {
+				last, seen = e.Time, make(map[string]bool)
+			}
+			seen[id] = true
+			data, _ := json.Marshal(map[string]string{
+				"time": e.Time.UTC().Format("15:04:05"), "kind": string(e.Kind), "reason": e.Reason,
+				"user": e.UserID, "handle": e.Handle, "ip": e.IP, "forwarded_for": e.ForwardedFor,
+			})
+			if _, err := fmt.Fprintf(w, "event: audit\ndata: %s\n\n", data); err != nil {
+				return
+			}
+		}
+		if _, err := io.WriteString(w, ": tick\n\n"); err != nil {
+			return
+		}
+		if rc.Flush() != nil {
+			return
+		}
+	}
 }

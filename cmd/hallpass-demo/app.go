@@ -93,6 +93,7 @@ type app struct {
 	now          func() time.Time
 	audit        *audit.Log           // security events, for /admin
 	live         *live.Hub            // ends open pages of ended sessions
+	closing      chan struct{}        // closed by Close: long requests end
 	metrics      *prometheus.Registry // for /metrics
 	adminName    string               // -admin
 }
@@ -234,6 +235,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 		now:          cmpOrNow(opts.Now),
 		audit:        trail,
 		live:         hub,
+		closing:      make(chan struct{}),
 		metrics:      reg,
 		adminName:    opts.Admin,
 	}
@@ -248,6 +250,7 @@ func newApp(ctx context.Context, db *sql.DB, opts options) (*app, error) {
 // Close stops the session store's background work. It leaves the
 // database open for its owner to close.
 func (a *app) Close() error {
+	close(a.closing)
 	a.live.Close()
 	a.audit.Close()
 	a.reservations.Close()
@@ -305,6 +308,7 @@ func (a *app) Handler() http.Handler {
 	mux.Handle("POST /account/email", fresh(http.HandlerFunc(a.changeEmail)))
 	mux.Handle("GET /admin", fresh(http.HandlerFunc(a.admin)))
 	mux.Handle("GET /metrics", fresh(http.HandlerFunc(a.adminMetrics)))
+	mux.Handle("GET /admin/events", fresh(a.sessions.Background(http.HandlerFunc(a.adminEvents))))
 	mux.Handle("POST /admin/users/{id}/sessions/{handle}/revoke", fresh(http.HandlerFunc(a.adminRevoke)))
 	mux.Handle("POST /admin/users/{id}/revoke-all", fresh(http.HandlerFunc(a.adminRevokeAll)))
 	mux.HandleFunc("GET /login/mfa", a.mfaLoginForm)

@@ -1239,3 +1239,42 @@ func TestLivePages(t *testing.T) {
 	}
 	wantBody(t, e.client().get("/login?ended=revoked"), "You were signed out from another device")
 }
+
+// TestAdminLiveEvents: the admin page's event stream delivers what is
+// kept after it opened.
+func TestAdminLiveEvents(t *testing.T) {
+	t.Parallel()
+	e := newEnvOptions(t, options{Admin: "root"})
+	root := e.client()
+	wantRedirectHome(t, root.signup("root", "root password"))
+	alice := e.client()
+	wantRedirectHome(t, alice.signup("alice", "correct horse"))
+	wantStatus(t, alice.get("/admin/events"), http.StatusForbidden)
+	wantBody(t, root.get("/admin"), `id="audit-events"`, `/static/admin.js`)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/admin/events", nil)
+	req.Header.Set("Cookie", cookieName+"="+root.sessionCookie())
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("admin events: %s %q", res.Status, res.Header.Get("Content-Type"))
+	}
+	wantRedirectHome(t, alice.post("/logout", nil)) // a logged_out event, after the stream opened
+	buf := make([]byte, 8192)
+	var got strings.Builder
+	for !strings.Contains(got.String(), `"kind":"logged_out"`) {
+		n, err := res.Body.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("stream ended before the logout showed: %v; got %q", err, got.String())
+		}
+	}
+	if strings.Contains(got.String(), `"kind":"authenticated"`) {
+		t.Errorf("the stream repeats events from before it opened: %q", got.String())
+	}
+}
