@@ -220,7 +220,16 @@ func (c *client) csrfToken() string {
 	return m[1]
 }
 
-var csrfFieldRE = regexp.MustCompile(`<input type="hidden" name="csrf_token" value="([A-Za-z0-9_-]+)">`)
+var (
+	csrfFieldRE = regexp.MustCompile(`<input type="hidden" name="csrf_token" value="([A-Za-z0-9_-]+)">`)
+	csrfMetaRE  = regexp.MustCompile(`<meta name="csrf-token" content="[A-Za-z0-9_-]+">`)
+)
+
+// withoutTokens is body without its CSRF tokens, which are masked afresh
+// on every page, so that two pages can be compared.
+func withoutTokens(body string) string {
+	return csrfMetaRE.ReplaceAllString(csrfFieldRE.ReplaceAllString(body, ""), "")
+}
 
 func (c *client) newPost(path string, form url.Values) *http.Request {
 	c.e.t.Helper()
@@ -400,7 +409,7 @@ func TestLoginFailuresAreGeneric(t *testing.T) {
 	wantBody(t, wrong, `value="alice"`) // the form keeps the name typed
 	// Apart from the name echoed back and the CSRF token, masked afresh
 	// for every page, the two answers are the same page.
-	same := func(body string) string { return csrfFieldRE.ReplaceAllString(body, "") }
+	same := withoutTokens
 	if same(strings.ReplaceAll(wrong.body, "alice", "mallory")) != same(unknown.body) {
 		t.Errorf("wrong-password and unknown-user pages differ:\n%s\n---\n%s", wrong.body, unknown.body)
 	}
@@ -585,7 +594,11 @@ func TestPagesAndAssets(t *testing.T) {
 		t.Errorf("Cache-Control = %q; want no-store on a page that shows who is signed in", cc)
 	}
 	wantBody(t, r, `href="/static/style.css"`)
-	wantNoBody(t, r, "<script", "http://", "https://") // no JavaScript, no CDN
+	// One script of its own (the live session script); nothing from elsewhere.
+	wantNoBody(t, r, "http://", "https://")
+	if n := strings.Count(r.body, "<script"); n != 1 || !strings.Contains(r.body, `<script src="/hallpass-live.js" defer`) {
+		t.Errorf("page has %d scripts; want only /hallpass-live.js", n)
+	}
 
 	r = c.get("/static/style.css")
 	wantStatus(t, r, http.StatusOK)
@@ -934,7 +947,7 @@ func TestLoginThrottled(t *testing.T) {
 	}
 	r2 := c.login("nobody", "wrong", false)
 	wantStatus(t, r2, http.StatusTooManyRequests)
-	same := func(body string) string { return csrfFieldRE.ReplaceAllString(body, "") }
+	same := withoutTokens
 	if same(strings.ReplaceAll(r.body, "alice", "nobody")) != same(r2.body) {
 		t.Errorf("throttled pages differ for an existing and a missing user:\n%s\n---\n%s", r.body, r2.body)
 	}
@@ -1195,7 +1208,7 @@ func TestLivePages(t *testing.T) {
 	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "connect-src 'self'") {
 		t.Errorf("CSP %q does not let the page script and its requests through", csp)
 	}
-	wantNoBody(t, e.client().get("/"), "hallpass-live.js") // guests have nothing to watch
+	wantBody(t, e.client().get("/"), "hallpass-live.js") // a guest page passes a logout on to the other tabs
 	js := a.get("/hallpass-live.js")
 	if js.StatusCode != 200 || !strings.HasPrefix(js.Header.Get("Content-Type"), "text/javascript") {
 		t.Errorf("script: %d %s", js.StatusCode, js.Header.Get("Content-Type"))
