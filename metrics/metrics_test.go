@@ -317,11 +317,12 @@ func TestStoreOperations(t *testing.T) {
 			if _, ok := value(t, reg, "hallpass_store_operation_duration_seconds", "op", "load", "result", "error", "store", tc.name); ok {
 				t.Error("a series for a result that never happened")
 			}
-			// Neither store counts its sessions or has a cache (yet).
-			for _, name := range []string{"hallpass_sessions_active", "hallpass_cache_hits_total"} {
-				if n := testutil.CollectAndCount(reg, name); n != 0 {
-					t.Errorf("%s: %d series, want none", name, n)
-				}
+			// Both stores count their sessions (Count); neither has a cache.
+			if n := testutil.CollectAndCount(reg, "hallpass_sessions_active"); n != 1 {
+				t.Errorf("hallpass_sessions_active: %d series, want 1", n)
+			}
+			if n := testutil.CollectAndCount(reg, "hallpass_cache_hits_total"); n != 0 {
+				t.Errorf("hallpass_cache_hits_total: %d series, want none", n)
 			}
 		})
 	}
@@ -417,7 +418,8 @@ func TestActiveSessions(t *testing.T) {
 	st := m.Store("mem", inner)
 	plain := memstore.New(nil)
 	t.Cleanup(func() { plain.Close() })
-	m.Store("plain", plain) // no Count: no gauge
+	// Only the Store methods: a store without Count has no gauge.
+	m.Store("plain", struct{ hallpass.Store }{plain})
 
 	ctx := t.Context()
 	now := time.Now()
