@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "localhost:8080", "listen on `host:port` ($HALLPASS_ADDR)")
 	dbPath := fs.String("db", "hallpass-demo.db", "SQLite `file` for users, and for sessions unless -store says otherwise ($HALLPASS_DB)")
-	store := fs.String("store", "", "session `store`: empty for the -db file, memory, redis://host:port/db, or postgres://user@host/db?sslmode=disable ($HALLPASS_STORE)")
+	store := fs.String("store", "", "session `store`: empty for the -db file, a SQLite file path, memory, redis://host:port/db, or postgres://user@host/db?sslmode=disable ($HALLPASS_STORE)")
 	idle := fs.Duration("idle-timeout", 0, "end sessions after this long without a request; 0 means hallpass's default, 30m ($HALLPASS_IDLE_TIMEOUT)")
 	lifetime := fs.Duration("lifetime", 0, "end sessions this long after they start or sign in, whatever their activity; 0 means hallpass's default, 12h ($HALLPASS_LIFETIME)")
 	rotateEvery := fs.Duration("rotate-every", 0, "give signed-in sessions a new token when theirs is this old; 0 means hallpass's default, 15m; negative turns rotation off ($HALLPASS_ROTATE_EVERY)")

@@ -20,8 +20,9 @@ type sessionStore interface {
 }
 
 // openStore opens the session store that spec names: "" (the app's own
-// SQLite file, db), "memory", a redis:// or rediss:// URL, or a
-// postgres:// or postgresql:// URL. Users always stay in db.
+// SQLite file, db), the path of another SQLite file, "memory", a
+// redis:// or rediss:// URL, or a postgres:// or postgresql:// URL. Users
+// always stay in db.
 func openStore(ctx context.Context, spec string, db *sql.DB) (sessionStore, error) {
 	switch {
 	case spec == "":
@@ -32,8 +33,11 @@ func openStore(ctx context.Context, spec string, db *sql.DB) (sessionStore, erro
 		return redisstore.Open(spec, nil)
 	case strings.HasPrefix(spec, "postgres://"), strings.HasPrefix(spec, "postgresql://"):
 		return pgstore.Open(ctx, spec, nil)
+	case !strings.Contains(spec, "://"):
+		// A path: sessions in a SQLite file of their own.
+		return sqlitestore.Open(spec, nil)
 	}
-	return nil, fmt.Errorf("-store %q: want empty (the -db file), memory, redis://… or postgres://…", redact(spec))
+	return nil, fmt.Errorf("-store %q: want empty (the -db file), a SQLite file path, memory, redis://… or postgres://…", redact(spec))
 }
 
 // storeKind names the kind of store spec opens, for metrics labels.

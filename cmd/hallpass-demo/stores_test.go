@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 func TestStores(t *testing.T) {
 	specs := map[string]func(t *testing.T) string{
 		"memory":   func(*testing.T) string { return "memory" },
+		"sqlite":   func(t *testing.T) string { return filepath.Join(t.TempDir(), "sessions.db") },
 		"redis":    func(t *testing.T) string { return storetest.ServiceURL(t, "HALLPASS_TEST_REDIS_URL") },
 		"postgres": func(t *testing.T) string { return storetest.ServiceURL(t, "HALLPASS_TEST_POSTGRES_URL") },
 	}
