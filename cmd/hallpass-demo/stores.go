@@ -43,7 +43,7 @@ func openStore(ctx context.Context, spec string, db *sql.DB) (sessionStore, erro
 // storeKind names the kind of store spec opens, for metrics labels.
 func storeKind(spec string) string {
 	switch {
-	case spec == "":
+	case spec == "", !strings.Contains(spec, "://") && spec != "memory":
 		return "sqlite"
 	case spec == "memory":
 		return "memory"
