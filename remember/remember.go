@@ -800,17 +800,10 @@ func (rm *Remember) writeCookie(w http.ResponseWriter, value string, maxAge int)
 	h.Set("Cache-Control", "no-store")
 }
 
+// validCookieName reports whether s can name a cookie; net/http knows
+// the grammar.
 func validCookieName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
+	return s != "" && (&http.Cookie{Name: s, Value: "v"}).Valid() == nil
 }
 
 func minTime(a, b time.Time) time.Time {
