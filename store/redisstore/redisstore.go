@@ -259,6 +259,26 @@
 // resp=3) the store does not do this. A Store made with New must be closed
 // before its client, to release the two connections.
 //
+// # Metrics
+//
+// A Store is a metrics.CacheStatser (package
+// github.com/hallpass/hallpass/metrics): CacheStats counts the Loads
+// answered without a round trip, by rueidis's cache or this instance's own
+// write, and those that went to Redis, with one atomic add per Load. With
+// caching off both stay 0.
+//
+// It is not a metrics.Counter, so it has no hallpass_sessions_active
+// gauge: nothing in Redis holds the number of sessions under a prefix.
+// Sessions are spread over slots and shards, user indexes cover signed-in
+// users only and are trimmed lazily, and Redis expires hashes without
+// telling anyone, so an exact count would take a SCAN of the whole
+// keyspace on every node at every scrape, and a counter kept up to date
+// would add work to every write and could not see expiries. For a size, use
+// the server's own INFO keyspace (keys per database, every prefix and
+// the indexes included, as redis_exporter reports it), or the rates of
+// hallpass_events_total (created against ended; silent expiries in
+// Redis are not events, so this is an estimate).
+//
 // # Errors
 //
 // Errors are wrapped as "redisstore: <operation>: ..." and never contain a
@@ -345,6 +365,8 @@ type Store struct {
 	hub      *hub    // Broadcast and Subscribe
 
 	closeOnce sync.Once
+
+	stats cacheStats // CacheStats
 }
 
 var _ hallpass.Store = (*Store)(nil)
@@ -550,26 +572,30 @@ func (s *Store) Load(ctx context.Context, key hallpass.Key) (*hallpass.Record, e
 func (s *Store) load(ctx context.Context, key hallpass.Key) (*hallpass.Record, error) {
 	if s.writer != nil {
 		if rec := s.writer.own(key); rec != nil && s.floors.met(key, rec) {
+			s.stats.hits.Add(1)
 			return rec, nil
 		}
 	}
 	k := s.sessionKey(key)
 	if s.cacheTTL == 0 {
-		return s.loadDirect(ctx, key, k)
+		return s.loadDirect(ctx, key, k) // not counted: no cache
 	}
 	res := s.client.DoCache(ctx, s.client.B().Hgetall().Key(k).Cache(), s.cacheTTL)
 	msg, err := res.ToMessage()
 	if err != nil {
+		s.stats.misses.Add(1)
 		return nil, err
 	}
 	rec := s.memo.record(key, &msg)
 	if rec == nil {
 		m, err := msg.AsStrMap()
 		if err != nil {
+			s.count(res.IsCacheHit())
 			return nil, err
 		}
 		var size int
 		if rec, size, err = decodeMap(key, m); err != nil {
+			s.count(res.IsCacheHit())
 			return nil, err
 		}
 		// Only a hit is worth remembering for later hits: the reply of a
@@ -589,9 +615,20 @@ func (s *Store) load(ctx context.Context, key hallpass.Key) (*hallpass.Record, e
 		}
 	}
 	if !s.floors.met(key, rec) {
+		s.stats.misses.Add(1) // the cache was behind this instance's write
 		return s.loadDirect(ctx, key, k)
 	}
+	s.count(res.IsCacheHit())
 	return rec, nil
+}
+
+// count counts a Load with caching on for CacheStats.
+func (s *Store) count(hit bool) {
+	if hit {
+		s.stats.hits.Add(1)
+	} else {
+		s.stats.misses.Add(1)
+	}
 }
 
 func (s *Store) loadDirect(ctx context.Context, key hallpass.Key, k string) (*hallpass.Record, error) {
