@@ -54,6 +54,31 @@ type cache struct {
 	live atomic.Bool
 
 	shards [cacheShards]cacheShard
+
+	stats cacheStats // for Store.CacheStats
+}
+
+// cacheStats counts Loads for Store.CacheStats. The counters sit on cache
+// lines of their own, as package redisstore's do: every Load adds to one,
+// and sharing a line with the cache's read-mostly fields, or with each
+// other, would make every Load on one core evict them from the others.
+type cacheStats struct {
+	_      [64]byte
+	hits   atomic.Uint64
+	_      [56]byte
+	misses atomic.Uint64
+	_      [56]byte
+}
+
+// hit counts a Load the cache answered.
+func (c *cache) hit() { c.stats.hits.Add(1) }
+
+// miss counts a Load that went to the database; a nil cache counts
+// nothing.
+func (c *cache) miss() {
+	if c != nil {
+		c.stats.misses.Add(1)
+	}
 }
 
 type cacheShard struct {

@@ -71,11 +71,13 @@ func (s *Store) Load(ctx context.Context, key hallpass.Key) (*hallpass.Record, e
 	gen, r := s.cache.get(key, wall)
 	if r != nil {
 		if !r.Expired(now) {
+			s.cache.hit()
 			return r, nil
 		}
 		s.cache.evict(key) // the database knows whether it is still expired
 		gen, _ = s.cache.get(key, wall)
 	}
+	s.cache.miss()
 	return s.load(ctx, key, now, gen)
 }
 
@@ -539,6 +541,56 @@ func (s *Store) DeleteUser(ctx context.Context, userID string, keep ...hallpass.
 		s.cache.evictPayload(p)
 	}
 	return n, nil
+}
+
+// Count returns how many live records the table holds, for package
+// metrics (its Counter interface): every row whose expires_at is after
+// the store's clock (Options.Now, as for every other read), whoever wrote
+// it. The library's own records (revocation list, audit log) count too,
+// and so do the sessions of every instance sharing the table. Expired
+// rows that are not swept yet do not. It never reads the cache.
+//
+// It is one SELECT count(*) on a range of the expires_at index, which
+// PostgreSQL reads as an index-only scan where the table's visibility map
+// is mostly set, as autovacuum keeps it; where it is not, the planner may
+// find the table itself cheaper to read. Either way the cost grows with
+// the number of sessions, which is what a scrape pays: bound it with
+// metrics' Options.ScrapeTimeout. Options.Timeout bounds it too.
+func (s *Store) Count(ctx context.Context) (int, error) {
+	const op = "count"
+	if err := ctx.Err(); err != nil {
+		return 0, fail(ctx, op, err)
+	}
+	now := s.nowMS()
+	octx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var n int64
+	err := retry(octx, func() error {
+		return s.pool.QueryRow(octx, s.q.count, now).Scan(&n)
+	})
+	if err != nil {
+		return 0, fail(ctx, op, err)
+	}
+	return int(n), nil
+}
+
+// CacheStats returns how many Loads the local cache answered (hits) and
+// how many went to the database with the cache on (misses), since the
+// store was opened, for package metrics (its CacheStatser interface). A
+// Load whose cached record had expired by Options.Now, and so was read
+// again, is a miss; so is a Load while the cache is not in use, its
+// listening connection being down, and a Load that failed or found
+// nothing once it asked the database. Loads refused before asking anyone
+// (a context already ended) are neither, and other methods never count.
+// With CacheTTL off there is no cache to hit or miss, and both stay 0.
+//
+// It is two atomic loads, read one after the other rather than as one
+// snapshot, so a scrape during Loads may pair counts a Load apart.
+func (s *Store) CacheStats() (hits, misses uint64) {
+	if s.cache == nil {
+		return 0, 0
+	}
+	return s.cache.stats.hits.Load(), s.cache.stats.misses.Load()
 }
 
 // Sweep deletes expired rows, at most Options.SweepChunk per statement,

@@ -205,6 +205,15 @@
 // The listener and the sweeper's advisory lock need session-level
 // connections: behind PgBouncer, use session pooling, or a direct
 // connection.
+//
+// # Metrics
+//
+// A Store is a metrics.Counter and a metrics.CacheStatser (package
+// github.com/hallpass/hallpass/metrics). Count counts the live rows of
+// the table, the library's own records included, with one SELECT
+// count(*) on the expires_at index. CacheStats counts the Loads the local
+// cache answered and those that went to the database with the cache on,
+// at the cost of one atomic add per Load; with CacheTTL off both stay 0.
 package pgstore
 
 import (

@@ -45,6 +45,7 @@ type queries struct {
 	schema                                        []string
 
 	load, liveKey, create, listUser string
+	count                           string
 	deleteKeys, deleteUser          string
 	dropExpired, sweep              string
 	lockSweep, unlockSweep          string
@@ -108,6 +109,9 @@ func newQueries(table string, notify, asyncUpdates bool) queries {
 	q.load = `SELECT ` + columns + `, expires_at FROM ` + t + ` WHERE key = $1`
 	q.liveKey = `SELECT true FROM ` + t + ` WHERE key = $1 AND expires_at > $2`
 	q.listUser = `SELECT ` + columns + ` FROM ` + t + ` WHERE user_id = $1 AND expires_at > $2`
+	// Nothing but expires_at is read, so that the expires_at index alone
+	// can answer it (an index-only scan).
+	q.count = `SELECT count(*) FROM ` + t + ` WHERE expires_at > $1`
 
 	// The upsert replaces a row only if it has expired: an expired record
 	// is absent, so its key is free, and taking it needs no separate
