@@ -138,53 +138,10 @@ func TestRevocationsShareThroughStore(t *testing.T) {
 	}
 }
 
-// localBus is an in-process Broadcaster over a memstore: what a store
-// shared by several processes does over the network, here between
-// Revocations of one process. It can lose messages, then tell its
-// subscribers so with nil, as a reconnecting client does.
+// localBus is a memstore that is also a Broadcaster, within the process.
 type localBus struct {
 	*memstore.Store
-	mu   sync.Mutex
-	subs map[int]func([]byte)
-	next int
-	lose bool
-}
-
-func (b *localBus) Broadcast(ctx context.Context, msg []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.lose {
-		return nil
-	}
-	for _, fn := range b.subs {
-		fn(msg)
-	}
-	return nil
-}
-
-func (b *localBus) Subscribe(fn func([]byte)) func() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.subs == nil {
-		b.subs = make(map[int]func([]byte))
-	}
-	id := b.next
-	b.next++
-	b.subs[id] = fn
-	return func() {
-		b.mu.Lock()
-		delete(b.subs, id)
-		b.mu.Unlock()
-	}
-}
-
-func (b *localBus) reconnect() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.lose = false
-	for _, fn := range b.subs {
-		fn(nil)
-	}
+	storetest.Bus
 }
 
 func TestRevocationsBroadcast(t *testing.T) {
@@ -202,16 +159,14 @@ func TestRevocationsBroadcast(t *testing.T) {
 		t.Fatal("B does not know of A's revocation when RevokeUser returns")
 	}
 
-	bus.mu.Lock()
-	bus.lose = true
-	bus.mu.Unlock()
+	bus.Lose(true)
 	if err := a.RevokeID(t.Context(), "jti-lost", clock.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if b.Revoked("", "jti-lost", issued) {
 		t.Fatal("the bus did not lose the message; the test proves nothing")
 	}
-	bus.reconnect()
+	bus.Reconnect()
 	if !b.Revoked("", "jti-lost", issued) {
 		t.Error("after a reconnect B did not reload the revocation it missed")
 	}

@@ -38,7 +38,6 @@ type backend struct {
 	name  string
 	clock bool
 	open  func(t *testing.T, now func() time.Time) hallpass.Store
-	dir   func(t *testing.T) string // where the store's files are, if any
 }
 
 func randomName(prefix string) string {

@@ -16,68 +16,11 @@ import (
 	"github.com/hallpass/hallpass/store/storetest"
 )
 
-// bus is an in-process Broadcaster over a memstore: what a store shared
-// by several processes does over the network, here between two app
-// instances of one process. It keeps what it carried, can lose
-// messages, and then tells its subscribers so with nil, as a
-// reconnecting client does.
+// bus is a memstore that is also a Broadcaster within the process, as a
+// store shared by two app instances is over the network.
 type bus struct {
 	*memstore.Store
-	mu   sync.Mutex
-	subs map[int]func([]byte)
-	next int
-	lose bool
-	sent [][]byte
-}
-
-func (b *bus) Broadcast(ctx context.Context, msg []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.sent = append(b.sent, msg)
-	if b.lose {
-		return nil
-	}
-	for _, fn := range b.subs {
-		fn(msg)
-	}
-	return nil
-}
-
-func (b *bus) Subscribe(fn func([]byte)) func() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.subs == nil {
-		b.subs = make(map[int]func([]byte))
-	}
-	id := b.next
-	b.next++
-	b.subs[id] = fn
-	return func() {
-		b.mu.Lock()
-		delete(b.subs, id)
-		b.mu.Unlock()
-	}
-}
-
-func (b *bus) setLose(lose bool) {
-	b.mu.Lock()
-	b.lose = lose
-	b.mu.Unlock()
-}
-
-func (b *bus) reconnect() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.lose = false
-	for _, fn := range b.subs {
-		fn(nil)
-	}
-}
-
-func (b *bus) messages() [][]byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([][]byte(nil), b.sent...)
+	storetest.Bus
 }
 
 // twoInstances returns two apps over one store, each with its own
@@ -96,7 +39,7 @@ func TestAcrossInstances(t *testing.T) {
 	clock := newClock()
 	b := newBus(t, clock)
 	testAcrossInstances(t, b, b, clock)
-	for _, msg := range b.messages() {
+	for _, msg := range b.Sent() {
 		var v map[string]any
 		if len(msg) > 1024 || !utf8.Valid(msg) || json.Unmarshal(msg, &v) != nil || v["topic"] != live.Topic {
 			t.Errorf("broadcast %q: want JSON of at most 1 KiB with topic %q", msg, live.Topic)
@@ -143,13 +86,13 @@ func TestLostBroadcastRechecks(t *testing.T) {
 	phone, laptop := a.login("alice"), a.login("alice")
 	onPhone, onLaptop := b.open(phone), b.open(laptop)
 
-	bc.setLose(true)
+	bc.Lose(true)
 	if code, _ := a.do("POST", "/revoke-others", laptop); code != 200 {
 		t.Fatalf("revoke-others: %d", code)
 	}
 	// Nothing reached B: without the nil it would wait for its hourly check.
 	onPhone.live(100 * time.Millisecond)
-	bc.reconnect()
+	bc.Reconnect()
 	wantReason(t, onPhone.ended(), live.ReasonRevoked)
 	onLaptop.live(100 * time.Millisecond)
 }
@@ -199,7 +142,7 @@ func TestBroadcastLongUserID(t *testing.T) {
 	}
 	wantReason(t, onPhone.ended(), live.ReasonRevoked)
 	onLaptop.live(100 * time.Millisecond)
-	for _, msg := range bc.messages() {
+	for _, msg := range bc.Sent() {
 		if len(msg) > 1024 {
 			t.Errorf("broadcast of %d bytes", len(msg))
 		}

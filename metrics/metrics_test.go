@@ -526,40 +526,7 @@ func (c *countingCached) CacheStats() (uint64, uint64) { return c.hits, 0 }
 // process), and not an io.Closer.
 type broadcaster struct {
 	hallpass.Store
-	mu   sync.Mutex
-	subs map[int]func([]byte)
-	next int
-	sent [][]byte
-}
-
-func (b *broadcaster) Broadcast(_ context.Context, msg []byte) error {
-	b.mu.Lock()
-	b.sent = append(b.sent, msg)
-	subs := make([]func([]byte), 0, len(b.subs))
-	for _, f := range b.subs {
-		subs = append(subs, f)
-	}
-	b.mu.Unlock()
-	for _, f := range subs {
-		f(msg)
-	}
-	return nil
-}
-
-func (b *broadcaster) Subscribe(fn func([]byte)) func() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.subs == nil {
-		b.subs = make(map[int]func([]byte))
-	}
-	id := b.next
-	b.next++
-	b.subs[id] = fn
-	return func() {
-		b.mu.Lock()
-		delete(b.subs, id)
-		b.mu.Unlock()
-	}
+	storetest.Bus
 }
 
 type broadcastCloser struct {
@@ -620,18 +587,13 @@ func TestRevocationsThroughWrapper(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rev.Close()
-	bc.mu.Lock()
-	subs := len(bc.subs)
-	bc.mu.Unlock()
-	if subs != 1 {
+	if subs := bc.Subscribers(); subs != 1 {
 		t.Fatalf("NewRevocations subscribed %d times through the wrapper, want 1", subs)
 	}
 	if err := rev.RevokeUser(t.Context(), "alice"); err != nil {
 		t.Fatal(err)
 	}
-	bc.mu.Lock()
-	sent := len(bc.sent)
-	bc.mu.Unlock()
+	sent := len(bc.Sent())
 	if sent != 1 {
 		t.Errorf("%d broadcasts, want 1", sent)
 	}

@@ -41,30 +41,7 @@ func (e *events) count(kind hallpass.EventKind, reason string) int {
 // store shared by several processes does over the network.
 type bus struct {
 	*memstore.Store
-	mu   sync.Mutex
-	subs map[int]func([]byte)
-	next int
-}
-
-func (b *bus) Broadcast(_ context.Context, msg []byte) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, fn := range b.subs {
-		fn(msg)
-	}
-	return nil
-}
-
-func (b *bus) Subscribe(fn func([]byte)) func() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.subs == nil {
-		b.subs = make(map[int]func([]byte))
-	}
-	id := b.next
-	b.next++
-	b.subs[id] = fn
-	return func() { b.mu.Lock(); delete(b.subs, id); b.mu.Unlock() }
+	storetest.Bus
 }
 
 // tracked records every record written through it, so that a test can
