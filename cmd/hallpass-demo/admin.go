@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,7 +88,7 @@ func (a *app) adminRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err := a.sessions.Revoke(r.Context(), user, handle)
-	if err != nil && err != hallpass.ErrUnknownHandle {
+	if err != nil && !errors.Is(err, hallpass.ErrUnknownHandle) {
 		a.serverError(w, r, err)
 		return
 	}
