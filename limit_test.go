@@ -232,3 +232,36 @@ func TestFailedLoginLeavesSessionAsItWas(t *testing.T) {
 		})
 	}
 }
+
+// TestClearKeepsSignIn: Clear empties the app's data, not how the user
+// signed in, and Keys shows only the app's own keys.
+func TestClearKeepsSignIn(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	c := h.signIn("alice", "Firefox", "192.0.2.1")
+	h.serve(c, cart("pen"))
+	var keys []string
+	var level hallpass.Level
+	h.serve(c, func(w http.ResponseWriter, r *http.Request) {
+		s := hallpass.FromRequest(r)
+		keys = s.Keys()
+		if err := s.Clear(); err != nil {
+			t.Fatal(err)
+		}
+		level = s.Auth().Level
+	})
+	if len(keys) != 1 || keys[0] != "cart" {
+		t.Errorf("Keys = %q, want only the app's [cart]", keys)
+	}
+	if level != hallpass.LevelSingleFactor {
+		t.Errorf("level right after Clear: %v, want single_factor", level)
+	}
+	h.serve(c, func(w http.ResponseWriter, r *http.Request) {
+		s := hallpass.FromRequest(r)
+		if got := s.Keys(); len(got) != 0 {
+			t.Errorf("keys after Clear: %q", got)
+		}
+		if a := s.Auth(); a.UserID != "alice" || a.Level != hallpass.LevelSingleFactor {
+			t.Errorf("after Clear the session is %q at %v, want alice at single_factor", a.UserID, a.Level)
+		}
+	})
+}

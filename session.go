@@ -122,7 +122,9 @@ func (s *Session) Has(key string) bool {
 	return ok
 }
 
-// Keys returns the keys that hold values, in no set order.
+// Keys returns the keys that hold values, in no set order. The keys the
+// library keeps for itself (the "hallpass." prefix: how the user signed
+// in, the CSRF secret) are left out.
 func (s *Session) Keys() []string {
 	if s == nil {
 		return nil
@@ -131,10 +133,17 @@ func (s *Session) Keys() []string {
 	defer s.mu.Unlock()
 	keys := make([]string, 0, len(s.data))
 	for k := range s.data {
-		keys = append(keys, k)
+		if !reservedKey(k) {
+			keys = append(keys, k)
+		}
 	}
 	return keys
 }
+
+// reservedKey reports whether a data key is one the library keeps for
+// itself (see the constants in rotation.go and auth.go, and package
+// csrf's secret).
+func reservedKey(k string) bool { return strings.HasPrefix(k, reservedUserPrefix) }
 
 // Set stores v, encoded as JSON, at key. The change is saved when the
 // response starts, merged with changes other requests made to other keys.
@@ -205,12 +214,19 @@ func (s *Session) Delete(key string) error {
 	})
 }
 
-// Clear removes every key. The session itself, and who is signed in to
-// it, stay.
+// Clear removes every key. The session itself, who is signed in to it and
+// how (the library's own "hallpass." keys), stay.
 func (s *Session) Clear() error {
 	return s.change(func() {
-		s.data, s.dataOwned = make(map[string]json.RawMessage), true
-		s.set, s.removed, s.cleared = nil, nil, true
+		kept := make(map[string]json.RawMessage)
+		for k, v := range s.data {
+			if reservedKey(k) {
+				kept[k] = v
+			}
+		}
+		// The store clears everything, then sets the kept keys again.
+		s.data, s.dataOwned = kept, true
+		s.set, s.removed, s.cleared = maps.Clone(kept), nil, true
 	})
 }
 
