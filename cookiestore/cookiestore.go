@@ -187,8 +187,10 @@ func (s *Sealer) Open(name, value string) (*hallpass.Record, error) {
 	if len(value) > maxValue || len(value) < enc.EncodedLen(headerLen+chacha20poly1305.Overhead) {
 		return nil, errOpen
 	}
+	// The decoder skips CR and LF, so the length of value does not bound
+	// the length of raw: check it again.
 	raw, err := enc.DecodeString(value)
-	if err != nil || raw[0] != version {
+	if err != nil || len(raw) < headerLen+chacha20poly1305.Overhead || raw[0] != version {
 		return nil, errOpen
 	}
 	var k *key

@@ -213,3 +213,17 @@ func BenchmarkSealOpen(b *testing.B) {
 		}
 	})
 }
+
+// TestOpenNewlinePadding: the decoder skips CR and LF, so a value long
+// enough as text can decode to a few bytes; Open must refuse it, not
+// panic.
+func TestOpenNewlinePadding(t *testing.T) {
+	s := mustNew(t, newKey())
+	v, _ := s.Seal("c", fullRecord())
+	raw, _ := enc.DecodeString(v)
+	short := enc.EncodeToString(raw[:1+kidSize]) // version and key id only
+	value := strings.Repeat("\n", 80) + short
+	if _, err := s.Open("c", value); err == nil {
+		t.Fatal("a newline-padded 5-byte value opened")
+	}
+}

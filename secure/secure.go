@@ -171,9 +171,17 @@ func (p *Policy) IsHTTPS(r *http.Request) bool {
 	if !p.fromTrusted(r) {
 		return false
 	}
-	// With several proxies the header may list one value per hop; the
-	// first is what the client used.
-	proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+	// Only the value the trusted proxy wrote counts: the last one. A
+	// proxy that appends instead of overwriting leaves whatever the
+	// client sent in front of it, so the first value can be forged.
+	vals := r.Header.Values("X-Forwarded-Proto")
+	if len(vals) == 0 {
+		return false
+	}
+	proto := vals[len(vals)-1]
+	if i := strings.LastIndexByte(proto, ','); i >= 0 {
+		proto = proto[i+1:]
+	}
 	return strings.EqualFold(strings.TrimSpace(proto), "https")
 }
 

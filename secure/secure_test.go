@@ -114,6 +114,23 @@ func TestForwardedProtoOnlyFromTrustedProxies(t *testing.T) {
 	if rec.Code != http.StatusPermanentRedirect {
 		t.Error("spoofed X-Forwarded-Proto avoided the redirect")
 	}
+	// A trusted proxy that appends: the client's own value comes first and
+	// must not count; only the proxy's (the last) does.
+	for _, tc := range []struct {
+		header []string
+		want   bool
+	}{
+		{[]string{"https, http"}, false},
+		{[]string{"https", "http"}, false},
+		{[]string{"http, https"}, true},
+		{[]string{"http", "https"}, true},
+	} {
+		r := req("10.1.2.3:5555")
+		r.Header["X-Forwarded-Proto"] = tc.header
+		if got := p.IsHTTPS(r); got != tc.want {
+			t.Errorf("X-Forwarded-Proto %q through an appending proxy: IsHTTPS = %v, want %v", tc.header, got, tc.want)
+		}
+	}
 }
 
 func TestClientIP(t *testing.T) {
