@@ -284,6 +284,13 @@ func setDefault(d *time.Duration, def time.Duration) {
 // Store returns the Manager's store, nil with a Sealer.
 func (m *Manager) Store() Store { return m.store }
 
+// Error answers r the way the Manager answers when a session cannot be
+// loaded or saved (Config.ErrorHandler: 503 by default), for companion
+// packages that fail on the session's behalf.
+func (m *Manager) Error(w http.ResponseWriter, r *http.Request, err error) {
+	m.cfg.ErrorHandler(w, r, err)
+}
+
 // Events returns the sink the Manager emits to, so that companion
 // packages (remember, token) report to the same place by default.
 func (m *Manager) Events() Sink { return m.events }

@@ -194,11 +194,21 @@ func start() *storetest.Clock { return storetest.NewClock(time.Now().Truncate(ti
 
 func newEnv(t *testing.T, store hallpass.Store, clock *storetest.Clock, mod func(*remember.Config)) *env {
 	t.Helper()
+	return newEnvWith(t, store, clock, mod, nil)
+}
+
+// newEnvWith is newEnv with the Manager's Config changed by mmod.
+func newEnvWith(t *testing.T, store hallpass.Store, clock *storetest.Clock, mod func(*remember.Config), mmod func(*hallpass.Config)) *env {
+	t.Helper()
 	e := &env{t: t, clock: clock, store: store, events: &recorder{}}
-	m, err := hallpass.New(hallpass.Config{
+	mcfg := hallpass.Config{
 		Store: store, Now: clock.Now, Events: e.events, Logger: quiet,
 		RotateEvery: -1, // periodic session rotation is hallpass's business, tested there
-	})
+	}
+	if mmod != nil {
+		mmod(&mcfg)
+	}
+	m, err := hallpass.New(mcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

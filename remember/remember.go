@@ -411,10 +411,9 @@ func (rm *Remember) Handler(next http.Handler) http.Handler {
 		}
 		if !s.IsAuthenticated() {
 			if err := rm.signIn(w, r, s); err != nil {
-				rm.logger.LogAttrs(r.Context(), slog.LevelError, "remember: sign-in unavailable", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
-				w.Header().Set("Cache-Control", "no-store")
-				w.Header().Set("Retry-After", "1")
-				http.Error(w, "session service temporarily unavailable; please retry", http.StatusServiceUnavailable)
+				// Fail closed the way the app's sessions do (its
+				// ErrorHandler, which logs and answers 503 by default).
+				rm.m.Error(w, r, fmt.Errorf("remember: sign-in unavailable: %w", err))
 				return
 			}
 		}
@@ -604,7 +603,19 @@ func (rm *Remember) theft(ctx context.Context, w http.ResponseWriter, r *http.Re
 // revokeSessions ends the sessions a series started or was issued in:
 // those it recorded, and those that carry its handle.
 func (rm *Remember) revokeSessions(ctx context.Context, ser series) error {
-	recs, err := rm.m.Store().ListUser(ctx, ser.user)
+	st := rm.m.Store()
+	if st == nil {
+		// Sessions sealed in cookies: there is no list to search, but the
+		// series recorded the handles it started, and revoking a handle
+		// works without one.
+		for h := range ser.sessions {
+			if err := rm.m.Revoke(ctx, ser.user, h); err != nil && !errors.Is(err, hallpass.ErrUnknownHandle) {
+				return err
+			}
+		}
+		return nil
+	}
+	recs, err := st.ListUser(ctx, ser.user)
 	if err != nil {
 		return wrapStore("list sessions", err)
 	}

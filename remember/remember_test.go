@@ -1,6 +1,7 @@
 package remember_test
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -10,7 +11,9 @@ import (
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/cookiestore"
 	"github.com/hallpass/hallpass/remember"
+	"github.com/hallpass/hallpass/store/memstore"
 	"github.com/hallpass/hallpass/store/storetest"
 )
 
@@ -669,4 +672,47 @@ func TestForgetSession(t *testing.T) {
 			t.Errorf("ForgetSession of an unknown handle = %d, %v; want 0", n, err)
 		}
 	})
+}
+
+// TestTheftWithSealedSessions: with sessions sealed in cookies there is no
+// list of the user's sessions; theft still ends every session the series
+// started, by handle.
+func TestTheftWithSealedSessions(t *testing.T) {
+	clock := start()
+	store := memstore.New(&memstore.Options{Now: clock.Now})
+	t.Cleanup(func() { store.Close() })
+	rev, err := hallpass.NewRevocations(t.Context(), store, &hallpass.RevocationOptions{Now: clock.Now, PollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rev.Close() })
+	key := make([]byte, cookiestore.KeySize)
+	rand.Read(key)
+	sealer, err := cookiestore.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvWith(t, store, clock, func(c *remember.Config) { c.Store = store }, func(c *hallpass.Config) {
+		c.Store, c.Sealer, c.Revocations = nil, sealer, rev
+	})
+	alice := user("alice")
+	victim := e.browser()
+	victim.login(alice, true)
+	thief := comeBack(victim)
+	if m, _ := thief.whoami(); m.User != alice {
+		t.Fatalf("thief not signed in: %+v", m)
+	}
+	clock.Add(2 * time.Minute) // past the grace window
+	late := comeBack(victim)
+	if m, res := late.whoami(); res.code != http.StatusOK || m.User != "" {
+		t.Fatalf("after grace: %d %+v, want a guest", res.code, m)
+	}
+	c := thief.clone()
+	delete(c.jar, e.rm.CookieName())
+	if m, _ := c.whoami(); m.User != "" {
+		t.Error("the thief's sealed session survived the theft")
+	}
+	if len(e.find(hallpass.EventSuspicious, hallpass.ReasonRememberTheft)) != 1 {
+		t.Error("no theft event")
+	}
 }
