@@ -3,6 +3,7 @@ package hallpass
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -80,9 +81,6 @@ func (m *Manager) checkClient(ctx context.Context, s *Session) (bool, error) {
 	for _, r := range reasons {
 		m.emit(ctx, EventSuspicious, r, rec, s.ip, s.ua)
 	}
-	// Record the new client in this request's touch, so the change is
-	// reported once rather than on every request until the next touch.
-	s.clientChanged = true
 	now := s.requestTime
 	switch policy {
 	case ClientChangeRevoke:
@@ -109,13 +107,20 @@ func (m *Manager) checkClient(ctx context.Context, s *Session) (bool, error) {
 		d := Delta{Set: map[string]json.RawMessage{authKey: raw}, Meta: &meta, Touch: &touch}
 		if m.sealer != nil {
 			s.reseal = true
-		} else if err := m.store.Update(ctx, rec.Key, d); err != nil {
+		} else if err := m.store.Update(ctx, rec.Key, d); errors.Is(err, ErrNotFound) {
+			return false, nil // ended meanwhile: a guest, as if revoked
+		} else if err != nil {
 			return false, fmt.Errorf("%w: downgrade on client change: %w", ErrStore, err)
 		}
 		next := rec.Clone()
 		d.Apply(next)
 		next.Version++
 		s.rec, s.data = next, next.Data
+	default:
+		// Logged only: record the new client in this request's touch, so
+		// the change is reported once rather than on every request until
+		// the next touch. (The downgrade above recorded it already.)
+		s.clientChanged = true
 	}
 	return true, nil
 }

@@ -1,11 +1,15 @@
 package hallpass_test
 
 import (
+	"context"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/memstore"
+	"github.com/hallpass/hallpass/store/storetest"
 )
 
 const (
@@ -85,4 +89,37 @@ func TestClientChangeGuestsIgnored(t *testing.T) {
 	if res, _ := h.serve(c, reader, from("192.0.2.2", firefox130)); body(t, res) != "|1" {
 		t.Fatal("a guest's cart was dropped for a client change")
 	}
+}
+
+// updateCounter is a memstore that counts Updates.
+type updateCounter struct {
+	*memstore.Store
+	n atomic.Int32
+}
+
+func (u *updateCounter) Update(ctx context.Context, k hallpass.Key, d hallpass.Delta) error {
+	u.n.Add(1)
+	return u.Store.Update(ctx, k, d)
+}
+
+// TestClientChangeWritesOnce: the downgrade on a browser change already
+// records the new client; the request must not write it a second time.
+func TestClientChangeWritesOnce(t *testing.T) {
+	// The harness's clock starts at this instant and this test does not
+	// move it.
+	clock := storetest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	st := &updateCounter{Store: memstore.New(&memstore.Options{Now: clock.Now})}
+	defer st.Close()
+	h := newHarness(t, hallpass.Config{Store: st})
+	c := h.signIn("alice", firefox131, "192.0.2.1")
+	st.n.Store(0)
+	h.serve(c, func(w http.ResponseWriter, r *http.Request) {}, from("192.0.2.1", chrome))
+	if n := st.n.Load(); n != 1 {
+		t.Errorf("a request from another browser made %d store updates, want 1 (the downgrade)", n)
+	}
+	h.serve(c, func(w http.ResponseWriter, r *http.Request) {
+		if lvl := hallpass.FromRequest(r).Auth().Level; lvl != hallpass.LevelRemembered {
+			t.Errorf("level after the browser change: %v, want remembered", lvl)
+		}
+	}, from("192.0.2.1", chrome))
 }

@@ -130,7 +130,7 @@ func (m *Manager) revokeUser(ctx context.Context, userID, reason string, keep ..
 	}
 	if m.sealer != nil {
 		// The cutoff above ended them; how many there were is unknown.
-		m.events.Emit(ctx, Event{Kind: EventRevoked, Reason: reason, UserID: userID, Time: m.now()})
+		m.emit(ctx, EventRevoked, reason, &Record{Meta: Meta{UserID: userID}}, "", "")
 		return 0, nil
 	}
 	n, err := m.store.DeleteUser(ctx, userID, keep...)
@@ -138,7 +138,7 @@ func (m *Manager) revokeUser(ctx context.Context, userID, reason string, keep ..
 		return n, fmt.Errorf("%w: revoke sessions: %w", ErrStore, err)
 	}
 	if n > 0 {
-		m.events.Emit(ctx, Event{Kind: EventRevoked, Reason: reason, UserID: userID, Time: m.now()})
+		m.emit(ctx, EventRevoked, reason, &Record{Meta: Meta{UserID: userID}}, "", "")
 	}
 	return n, nil
 }
