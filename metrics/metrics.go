@@ -52,8 +52,12 @@ import (
 // a context that ends after Options.ScrapeTimeout; a store that does not
 // implement it has no hallpass_sessions_active gauge.
 //
-// Count should count live records only, and may include the records the
-// library keeps under reserved user ids ("hallpass.revocations", say).
+// Count counts live records only, but every live record: besides
+// sessions, what the library keeps in the same store (the revocation
+// list, remember-me series, refresh token families, the audit log, two
+// records per kept event). So the gauge is sessions plus those; give the
+// audit log a store of its own when the gauge should be close to the
+// number of sessions.
 type Counter interface {
 	Count(ctx context.Context) (int, error)
 }
@@ -178,7 +182,7 @@ func New(reg prometheus.Registerer, opts *Options) (*Metrics, error) {
 			Buckets: o.Buckets,
 		}, []string{"store", "op", "result"}),
 		active: prometheus.NewDesc("hallpass_sessions_active",
-			"Live session records in the store, counted at scrape time.", []string{"store"}, nil),
+			"Live records in the store at scrape time: sessions, and the library's own records kept with them (revocations, remember-me series, token families, audit log).", []string{"store"}, nil),
 		countErrors: prometheus.NewDesc("hallpass_store_count_errors_total",
 			"Scrapes at which a store failed to count its sessions in time.", []string{"store"}, nil),
 		hits: prometheus.NewDesc("hallpass_cache_hits_total",
