@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -129,13 +128,16 @@ func (a *app) changePassword(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
+	// Other devices' remember-me series end before their sessions, so
+	// none can sign back in between the two, or after a failed second
+	// step; this device keeps its series.
+	if _, err := a.remember.ForgetOthers(r); err != nil {
+		a.serverError(w, r, fmt.Errorf("password changed, but ending remember-me series failed: %w", err))
+		return
+	}
 	s := hallpass.FromRequest(r)
 	if _, err := s.CredentialsChanged(true); err != nil {
 		a.serverError(w, r, fmt.Errorf("password changed, but signing out other sessions failed: %w", err))
-		return
-	}
-	if _, err := a.remember.ForgetAll(r.Context(), s.UserID()); err != nil {
-		a.serverError(w, r, fmt.Errorf("password changed, but ending remember-me series failed: %w", err))
 		return
 	}
 	if err := s.Set(flashKey, "Password changed; other devices signed out."); err != nil {
@@ -280,7 +282,7 @@ func (a *app) reauth(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	case wait > 0:
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		retryAfter(w, wait)
 		p.Errors = []string{tooManyAttempts(wait)}
 		a.render(w, r, http.StatusTooManyRequests, "reauth", "Confirm your password", u, p)
 		return
@@ -294,25 +296,21 @@ func (a *app) reauth(w http.ResponseWriter, r *http.Request) {
 
 // reauthCode is reauth with a TOTP code instead of the password.
 func (a *app) reauthCode(w http.ResponseWriter, r *http.Request, u *user, code string, p reauthPage) {
-	ip := a.sessions.ClientIP(r)
-	if wait := a.throttle.wait(u.Username, ip); wait > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+	ok, wait, err := a.checkCode(r, u, code)
+	switch {
+	case err != nil:
+		a.serverError(w, r, err)
+		return
+	case wait > 0:
+		retryAfter(w, wait)
 		p.Errors = []string{tooManyAttempts(wait)}
 		a.render(w, r, http.StatusTooManyRequests, "reauth", "Confirm your password", u, p)
 		return
-	}
-	ok, err := a.checkTOTP(r.Context(), u, code)
-	if err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	if !ok {
-		a.throttle.fail(u.Username, ip)
+	case !ok:
 		p.Errors = []string{"That code is not right, or was used already."}
 		a.render(w, r, http.StatusUnauthorized, "reauth", "Confirm your password", u, p)
 		return
 	}
-	a.throttle.succeed(u.Username)
 	a.confirmed(w, r, hallpass.MethodTOTP, p.Next)
 }
 

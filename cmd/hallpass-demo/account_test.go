@@ -299,3 +299,21 @@ func TestReauthRejectsOffsiteNext(t *testing.T) {
 	wantBody(t, r, `name="next" value="/"`)
 	wantNoBody(t, r, "evil.example")
 }
+
+// TestPasswordChangeKeepsThisDevice: a password change ends the other
+// devices' remember-me series, but this device's series still signs it
+// back in.
+func TestPasswordChangeKeepsThisDevice(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.clientUA(uaFirefoxLinux)
+	b := e.clientUA(uaChromeWindows)
+	wantRedirectHome(t, a.signup("alice", "correct horse"))
+	wantRedirectHome(t, a.login("alice", "correct horse", true))
+	wantRedirectHome(t, b.login("alice", "correct horse", true))
+	change := url.Values{"current_password": {"correct horse"}, "new_password": {"battery staple"}}
+	wantRedirect(t, a.postFrom("/account", "/account/password", change), "/account")
+	wantBody(t, b.get("/"), "Guest")
+	wantBody(t, b.restart().get("/"), "Guest")
+	wantBody(t, a.restart().get("/"), "Signed in as alice")
+}

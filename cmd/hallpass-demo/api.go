@@ -56,8 +56,9 @@ type apiError struct {
 	Description string `json:"error_description,omitempty"`
 }
 
-// apiToken handles POST /api/token: username and password (form fields)
-// for a token pair, within the login throttle.
+// apiToken handles POST /api/token: username and password (form fields),
+// and for a user with two-step verification a current code (form field
+// code), for a token pair, within the login throttles.
 func (a *app) apiToken(w http.ResponseWriter, r *http.Request) {
 	if !parseForm(w, r) {
 		return
@@ -69,12 +70,28 @@ func (a *app) apiToken(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "temporarily_unavailable"})
 		return
 	case wait > 0:
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		retryAfter(w, wait)
 		writeJSON(w, http.StatusTooManyRequests, apiError{Error: "slow_down", Description: tooManyAttempts(wait)})
 		return
 	case u == nil:
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid_grant", Description: loginFailed})
 		return
+	}
+	if u.MFASecret != "" {
+		ok, wait, err := a.checkCode(r, u, r.PostFormValue("code"))
+		switch {
+		case err != nil:
+			a.log.ErrorContext(r.Context(), "api token", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "temporarily_unavailable"})
+			return
+		case wait > 0:
+			retryAfter(w, wait)
+			writeJSON(w, http.StatusTooManyRequests, apiError{Error: "slow_down", Description: tooManyAttempts(wait)})
+			return
+		case !ok:
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "invalid_grant", Description: "two-step verification code required or wrong"})
+			return
+		}
 	}
 	pair, err := a.tokens.IssueForUser(r.Context(), strconv.FormatInt(u.ID, 10))
 	if err != nil {

@@ -194,7 +194,7 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		a.serverError(w, r, err)
 	case wait > 0:
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		retryAfter(w, wait)
 		p.Errors = []string{tooManyAttempts(wait)}
 		a.renderAuth(w, r, http.StatusTooManyRequests, "login", "Log in", p)
 	case u == nil:

@@ -1117,6 +1117,143 @@ func TestMFA(t *testing.T) {
 	wantBody(t, b.get("/account"), "Code confirmed.")
 }
 
+// enrolMFA turns two-step verification on for c's signed-in user with a
+// code for clock's time, and returns the secret.
+func enrolMFA(t *testing.T, c *client, clock *storetest.Clock) string {
+	t.Helper()
+	r := c.get("/account/mfa")
+	wantStatus(t, r, http.StatusOK)
+	m := regexp.MustCompile(`otpauth://totp/[^<"]*secret=([A-Z2-7]+)`).FindStringSubmatch(r.body)
+	if m == nil {
+		t.Fatalf("no otpauth URI on the enrolment page:\n%s", r.body)
+	}
+	code, _ := totp.GenerateCode(m[1], clock.Now())
+	wantRedirect(t, c.post("/account/mfa", url.Values{"code": {code}}), "/account")
+	return m[1]
+}
+
+// TestMFAEnrolmentCodeIsUsed: the code that confirmed enrolment does not
+// also pass at login.
+func TestMFAEnrolmentCodeIsUsed(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock(time.Now())
+	e := newEnvOptions(t, options{Now: clock.Now})
+	a := e.client()
+	wantRedirectHome(t, a.signup("alice", "correct horse"))
+	secret := enrolMFA(t, a, clock)
+	code, _ := totp.GenerateCode(secret, clock.Now())
+
+	b := e.client()
+	wantRedirect(t, b.login("alice", "correct horse", false), "/login/mfa")
+	r := b.post("/login/mfa", url.Values{"code": {code}})
+	wantStatus(t, r, http.StatusUnauthorized)
+	wantBody(t, r, "used already")
+	clock.Add(30 * time.Second)
+	code, _ = totp.GenerateCode(secret, clock.Now())
+	wantRedirectHome(t, b.post("/login/mfa", url.Values{"code": {code}}))
+}
+
+// TestMFACodeThrottleSurvivesPassword: failed codes count apart from
+// passwords, so signing in with the right password again does not reset
+// them.
+func TestMFACodeThrottleSurvivesPassword(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock(time.Now())
+	e := newEnvOptions(t, options{Now: clock.Now})
+	a := e.client()
+	wantRedirectHome(t, a.signup("alice", "correct horse"))
+	secret := enrolMFA(t, a, clock)
+	clock.Add(30 * time.Second)
+	wrong := "000000"
+	if c, _ := totp.GenerateCode(secret, clock.Now()); c == wrong {
+		wrong = "111111"
+	}
+
+	b := e.client()
+	fails := 0
+	wantRedirect(t, b.login("alice", "correct horse", false), "/login/mfa")
+	for range maxFailAccount - 1 {
+		wantStatus(t, b.post("/login/mfa", url.Values{"code": {wrong}}), http.StatusUnauthorized)
+		fails++
+	}
+	// The right password again, from a fresh client, then more guesses.
+	b = e.client()
+	wantRedirect(t, b.login("alice", "correct horse", false), "/login/mfa")
+	var r response
+	for fails <= maxFailAccount {
+		r = b.post("/login/mfa", url.Values{"code": {wrong}})
+		if r.StatusCode == http.StatusTooManyRequests {
+			break
+		}
+		wantStatus(t, r, http.StatusUnauthorized)
+		fails++
+	}
+	wantStatus(t, r, http.StatusTooManyRequests)
+	if fails > maxFailAccount || r.Header.Get("Retry-After") == "" {
+		t.Errorf("throttled after %d failed codes (Retry-After %q); want at most %d", fails, r.Header.Get("Retry-After"), maxFailAccount)
+	}
+	// Even the right code waits now, on every path that takes one.
+	code, _ := totp.GenerateCode(secret, clock.Now())
+	wantStatus(t, b.post("/login/mfa", url.Values{"code": {code}}), http.StatusTooManyRequests)
+	wantStatus(t, a.post("/reauth", url.Values{"code": {code}, "next": {"/account"}}), http.StatusTooManyRequests)
+	if st, m, h := e.api("POST", "/api/token", "", url.Values{"username": {"alice"}, "password": {"correct horse"}, "code": {code}}); st != http.StatusTooManyRequests || h.Get("Retry-After") == "" {
+		t.Errorf("API with a code while throttled: %d %v", st, m)
+	}
+
+	// Once the window passes, a right code gets in and clears the count.
+	clock.Add(failWindow + time.Second)
+	code, _ = totp.GenerateCode(secret, clock.Now())
+	b = e.client()
+	wantRedirect(t, b.login("alice", "correct horse", false), "/login/mfa")
+	wantRedirectHome(t, b.post("/login/mfa", url.Values{"code": {code}}))
+}
+
+// TestAPITokenNeedsCode: a user with two-step verification gets tokens
+// only with a current code.
+func TestAPITokenNeedsCode(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock(time.Now())
+	e := newEnvOptions(t, options{Now: clock.Now})
+	a := e.client()
+	wantRedirectHome(t, a.signup("alice", "correct horse"))
+	secret := enrolMFA(t, a, clock)
+	clock.Add(30 * time.Second)
+	code, _ := totp.GenerateCode(secret, clock.Now())
+	wrong := "000000"
+	if code == wrong {
+		wrong = "111111"
+	}
+
+	for name, form := range map[string]url.Values{
+		"password only": {"username": {"alice"}, "password": {"correct horse"}},
+		"wrong code":    {"username": {"alice"}, "password": {"correct horse"}, "code": {wrong}},
+	} {
+		st, m, _ := e.api("POST", "/api/token", "", form)
+		if st != http.StatusBadRequest || m["error"] != "invalid_grant" ||
+			m["error_description"] != "two-step verification code required or wrong" || m["access_token"] != nil {
+			t.Errorf("%s: %d %v", name, st, m)
+		}
+	}
+	// A code does not make up for a wrong password.
+	st, m, _ := e.api("POST", "/api/token", "", url.Values{"username": {"alice"}, "password": {"wrong"}, "code": {code}})
+	if st != http.StatusBadRequest || m["error_description"] != loginFailed {
+		t.Errorf("wrong password with a code: %d %v", st, m)
+	}
+
+	st, m, _ = e.api("POST", "/api/token", "", url.Values{"username": {"alice"}, "password": {"correct horse"}, "code": {code}})
+	access, _ := m["access_token"].(string)
+	if st != 200 || access == "" {
+		t.Fatalf("password and code: %d %v", st, m)
+	}
+	if st, m, _ := e.api("GET", "/api/me", access, nil); st != 200 || m["username"] != "alice" {
+		t.Errorf("GET /api/me: %d %v", st, m)
+	}
+	// The code works once.
+	if st, m, _ := e.api("POST", "/api/token", "", url.Values{"username": {"alice"}, "password": {"correct horse"}, "code": {code}}); st != http.StatusBadRequest || m["access_token"] != nil {
+		t.Errorf("a used code: %d %v", st, m)
+	}
+}
+
 func TestAdmin(t *testing.T) {
 	t.Parallel()
 	clock := storetest.NewClock(time.Now())

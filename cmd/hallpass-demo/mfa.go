@@ -38,22 +38,60 @@ type pendingLogin struct {
 }
 
 // checkTOTP reports whether code is the user's current code (or the one
-// before or after, for clocks a little off) and not used before.
+// before or after, for clocks a little off) and not used before, and if
+// so records its time step as used.
 func (a *app) checkTOTP(ctx context.Context, u *user, code string) (bool, error) {
-	code = strings.ReplaceAll(strings.TrimSpace(code), " ", "")
-	if u.MFASecret == "" || len(code) != 6 {
+	if u.MFASecret == "" {
 		return false, nil
+	}
+	step, ok := a.totpStep(u.MFASecret, code)
+	if !ok {
+		return false, nil
+	}
+	return a.users.UseMFAStep(ctx, u.ID, step)
+}
+
+// totpStep returns the time step whose code for secret is code, trying
+// the current step and the ones before and after it.
+func (a *app) totpStep(secret, code string) (int64, bool) {
+	code = strings.ReplaceAll(strings.TrimSpace(code), " ", "")
+	if len(code) != 6 {
+		return 0, false
 	}
 	now := a.now()
 	for _, d := range []time.Duration{0, -totpPeriod * time.Second, totpPeriod * time.Second} {
 		t := now.Add(d)
-		ok, err := totp.ValidateCustom(code, u.MFASecret, t, totpOpts)
-		if err != nil || !ok {
-			continue
+		if ok, err := totp.ValidateCustom(code, secret, t, totpOpts); err == nil && ok {
+			return t.Unix() / totpPeriod, true
 		}
-		return a.users.UseMFAStep(ctx, u.ID, t.Unix()/totpPeriod)
 	}
-	return false, nil
+	return 0, false
+}
+
+// checkCode checks a two-step code of u within its own throttle: failed
+// codes count apart from failed passwords, so a right password does not
+// clear them, and only a right code does. It returns whether the code was
+// right, or how long the client must wait.
+func (a *app) checkCode(r *http.Request, u *user, code string) (bool, time.Duration, error) {
+	ip := a.sessions.ClientIP(r)
+	if wait := a.throttle.waitCode(u.Username, ip); wait > 0 {
+		return false, wait, nil
+	}
+	ok, err := a.checkTOTP(r.Context(), u, code)
+	if err != nil {
+		return false, 0, err
+	}
+	if !ok {
+		a.throttle.failCode(u.Username, ip)
+		return false, 0, nil
+	}
+	a.throttle.succeedCode(u.Username)
+	return true, 0, nil
+}
+
+// retryAfter sets the Retry-After header of a throttled answer.
+func retryAfter(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 }
 
 type mfaPage struct {
@@ -139,13 +177,20 @@ func (a *app) mfaEnrol(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/account/mfa", http.StatusSeeOther)
 		return
 	}
-	code := strings.TrimSpace(r.PostFormValue("code"))
-	if ok, _ := totp.ValidateCustom(code, key.Secret(), a.now(), totp.ValidateOpts{Period: totpPeriod, Skew: 1, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}); !ok {
+	step, ok := a.totpStep(key.Secret(), r.PostFormValue("code"))
+	if !ok {
 		a.render(w, r, http.StatusUnprocessableEntity, "mfa", "Two-step verification", u,
 			mfaPage{URI: key.URL(), Errors: []string{"That code is not right. Check the time on your phone and try the next one."}})
 		return
 	}
 	if err := a.users.SetMFA(r.Context(), u.ID, key.Secret()); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	// The confirming code is used: it must not also pass at login. (A
+	// false here means a later step is already recorded, which refuses it
+	// as well.)
+	if _, err := a.users.UseMFAStep(r.Context(), u.ID, step); err != nil {
 		a.serverError(w, r, err)
 		return
 	}
@@ -204,7 +249,7 @@ func (a *app) pendingLogin(r *http.Request) (pendingLogin, bool) {
 }
 
 // mfaLogin handles POST /login/mfa: the code completes the login, within
-// the same throttle as passwords.
+// the throttle for codes.
 func (a *app) mfaLogin(w http.ResponseWriter, r *http.Request) {
 	if !parseForm(w, r) {
 		return
@@ -219,23 +264,19 @@ func (a *app) mfaLogin(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/login", http.StatusSeeOther)
 		return
 	}
-	ip := a.sessions.ClientIP(r)
-	if wait := a.throttle.wait(u.Username, ip); wait > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-		a.render(w, r, http.StatusTooManyRequests, "loginmfa", "Two-step verification", nil, mfaLoginPage{Errors: []string{tooManyAttempts(wait)}})
-		return
-	}
-	ok, err = a.checkTOTP(r.Context(), u, r.PostFormValue("code"))
-	if err != nil {
+	ok, wait, err := a.checkCode(r, u, r.PostFormValue("code"))
+	switch {
+	case err != nil:
 		a.serverError(w, r, err)
 		return
-	}
-	if !ok {
-		a.throttle.fail(u.Username, ip)
+	case wait > 0:
+		retryAfter(w, wait)
+		a.render(w, r, http.StatusTooManyRequests, "loginmfa", "Two-step verification", nil, mfaLoginPage{Errors: []string{tooManyAttempts(wait)}})
+		return
+	case !ok:
 		a.render(w, r, http.StatusUnauthorized, "loginmfa", "Two-step verification", nil, mfaLoginPage{Errors: []string{"That code is not right, or was used already."}})
 		return
 	}
-	a.throttle.succeed(u.Username)
 	s := hallpass.FromRequest(r)
 	if err := s.Delete(mfaLoginKey); err != nil {
 		a.serverError(w, r, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/hallpass/hallpass"
@@ -54,15 +55,26 @@ func storeKind(spec string) string {
 	}
 }
 
-// redact drops anything after a scheme's "//" up to "@", so a password in
-// a store URL never reaches a log or an error message.
+// redact hides the password of a store URL, in its user information
+// (net/url's Redacted) or as a password query parameter (dropped), so it
+// never reaches a log or an error message. A spec that is not a URL
+// stays as it is; one that does not parse keeps only its scheme and what
+// follows the last "@", less any query.
 func redact(spec string) string {
 	scheme, rest, ok := strings.Cut(spec, "://")
 	if !ok {
 		return spec
 	}
-	if _, host, ok := strings.Cut(rest, "@"); ok {
-		return scheme + "://…@" + host
+	u, err := url.Parse(spec)
+	if err != nil {
+		// Unparsable: keep the scheme and what follows the last "@",
+		// without any query.
+		rest, _, _ = strings.Cut(rest[strings.LastIndex(rest, "@")+1:], "?")
+		return scheme + "://…@" + rest
 	}
-	return spec
+	if q := u.Query(); q.Has("password") {
+		q.Del("password")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }

@@ -46,7 +46,21 @@ func TestOpenStoreRejectsUnknownAndRedacts(t *testing.T) {
 	if strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("error reveals the password: %v", err)
 	}
-	if got := redact("redis://:s3cret@127.0.0.1:6379/0"); strings.Contains(got, "s3cret") {
-		t.Fatalf("redact kept the password: %q", got)
+	for spec, want := range map[string]string{
+		"redis://:s3cret@127.0.0.1:6379/0":                 "127.0.0.1:6379/0",
+		"postgres://h/db?password=secret":                  "postgres://h/db",
+		"postgres://u:secret@h/db?sslmode=disable":         "sslmode=disable",
+		"postgres://u@h/db?password=secret&sslmode=verify": "sslmode=verify",
+		"postgres://u:sec%zzret@h/db?password=secret":      "h/db", // unparsable
+	} {
+		got := redact(spec)
+		if strings.Contains(got, "secret") || strings.Contains(got, "s3cret") || strings.Contains(got, "sec") || !strings.Contains(got, want) {
+			t.Errorf("redact(%q) = %q; want no password, with %q", spec, got, want)
+		}
+	}
+	for _, spec := range []string{"", "memory", "/var/lib/sessions.db"} {
+		if got := redact(spec); got != spec {
+			t.Errorf("redact(%q) = %q; want it unchanged", spec, got)
+		}
 	}
 }

@@ -23,7 +23,7 @@ const (
 
 type throttle struct {
 	mu    sync.Mutex
-	fails map[string][]time.Time // "a:"+account or "i:"+address → failure times, oldest first
+	fails map[string][]time.Time // "a:"+account, "c:"+account or "i:"+address → failure times, oldest first
 	now   func() time.Time
 }
 
@@ -34,41 +34,67 @@ func newThrottle(now func() time.Time) *throttle {
 	return &throttle{fails: make(map[string][]time.Time), now: now}
 }
 
+// accountKey counts an account's failed passwords; codeKey its failed
+// two-step codes, apart, so that knowing the password does not reset the
+// count of guessed codes.
 func accountKey(name string) string { return "a:" + strings.ToLower(name) }
+func codeKey(name string) string    { return "c:" + strings.ToLower(name) }
 func addrKey(ip string) string      { return "i:" + ip }
 
-// wait returns how long the attempt must wait, or 0 if it may go ahead.
+// wait returns how long a password attempt must wait, or 0 if it may go
+// ahead.
 func (t *throttle) wait(account, ip string) time.Duration {
+	return t.waitKey(accountKey(account), ip)
+}
+
+// fail records a failed password.
+func (t *throttle) fail(account, ip string) { t.failKey(accountKey(account), ip) }
+
+// succeed forgets the account's failed passwords: its owner got in. Its
+// failed codes stay.
+func (t *throttle) succeed(account string) { t.forget(accountKey(account)) }
+
+// waitCode, failCode and succeedCode are wait, fail and succeed for
+// two-step codes.
+func (t *throttle) waitCode(account, ip string) time.Duration {
+	return t.waitKey(codeKey(account), ip)
+}
+func (t *throttle) failCode(account, ip string) { t.failKey(codeKey(account), ip) }
+func (t *throttle) succeedCode(account string)  { t.forget(codeKey(account)) }
+
+// waitKey returns how long an attempt counted under the account key key
+// and address ip must wait, or 0.
+func (t *throttle) waitKey(key, ip string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	var d time.Duration
-	for key, max := range map[string]int{accountKey(account): maxFailAccount, addrKey(ip): maxFailAddr} {
-		fs := t.recent(key, now)
-		if len(fs) >= max {
-			d = maxDuration(d, fs[len(fs)-max].Add(failWindow).Sub(now))
+	for k, limit := range map[string]int{key: maxFailAccount, addrKey(ip): maxFailAddr} {
+		fs := t.recent(k, now)
+		if len(fs) >= limit {
+			d = max(d, fs[len(fs)-limit].Add(failWindow).Sub(now))
 		}
 	}
 	return d
 }
 
-// fail records a failed attempt.
-func (t *throttle) fail(account, ip string) {
+// failKey records a failed attempt under the account key key and address
+// ip.
+func (t *throttle) failKey(key, ip string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	if len(t.fails) >= throttleKeys {
 		t.sweep(now)
 	}
-	for _, key := range []string{accountKey(account), addrKey(ip)} {
-		t.fails[key] = append(t.recent(key, now), now)
+	for _, k := range []string{key, addrKey(ip)} {
+		t.fails[k] = append(t.recent(k, now), now)
 	}
 }
 
-// succeed forgets the account's failures: its owner got in.
-func (t *throttle) succeed(account string) {
+func (t *throttle) forget(key string) {
 	t.mu.Lock()
-	delete(t.fails, accountKey(account))
+	delete(t.fails, key)
 	t.mu.Unlock()
 }
 
@@ -100,11 +126,4 @@ func (t *throttle) sweep(now time.Time) {
 		}
 		delete(t.fails, key)
 	}
-}
-
-func maxDuration(a, b time.Duration) time.Duration {
-	if a > b {
-		return a
-	}
-	return b
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -166,7 +167,7 @@ func (u *users) set(ctx context.Context, id int64, column string, v any) error {
 		return fmt.Errorf("set %s: %w", column, err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return cmpOr(err, errNoUser)
+		return cmp.Or(err, errNoUser)
 	}
 	return nil
 }
@@ -220,13 +221,6 @@ func (u *users) All(ctx context.Context) ([]*user, error) {
 		out = append(out, &r)
 	}
 	return out, rows.Err()
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 func (u *users) one(ctx context.Context, query string, arg any) (*user, error) {
