@@ -132,7 +132,7 @@ func (s *Store) Update(ctx context.Context, key hallpass.Key, d hallpass.Delta) 
 		return fail(ctx, op, err)
 	}
 	fill := s.cache != nil
-	u := s.q.buildUpdate(key, nil, &d, patch, remove, s.nowMS(), key.String(), fill)
+	u := s.q.buildUpdate(key, nil, &d, patch, remove, s.nowMS(), s.payload(key), fill)
 	octx, cancel := s.opCtx(ctx)
 	defer cancel()
 	s.cache.beginWrite(key)
@@ -233,7 +233,7 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		return fail(ctx, op, err)
 	}
 
-	u := s.q.buildUpdate(from, &to, &d, patch, remove, now, from.String()+","+to.String(), false)
+	u := s.q.buildUpdate(from, &to, &d, patch, remove, now, s.rotatePayload(from, to), false)
 	var tag pgconn.CommandTag
 	err = retry(octx, func() error {
 		b := &pgx.Batch{}
@@ -257,6 +257,24 @@ func (s *Store) Rotate(ctx context.Context, from, to hallpass.Key, d hallpass.De
 		return hallpass.ErrNotFound
 	}
 	return nil
+}
+
+// payload returns the notification payload of a write of key, or "" if
+// writes do not notify, so that a store that does not notify does not
+// build it.
+func (s *Store) payload(key hallpass.Key) string {
+	if !s.q.notify {
+		return ""
+	}
+	return key.String()
+}
+
+// rotatePayload is payload for a Rotate from one key to another.
+func (s *Store) rotatePayload(from, to hallpass.Key) string {
+	if !s.q.notify {
+		return ""
+	}
+	return from.String() + "," + to.String()
 }
 
 // errUserChanged reports that the record a Rotate without Meta moves was
@@ -289,7 +307,7 @@ func (s *Store) rotateLimited(ctx context.Context, from, to hallpass.Key, d *hal
 	if byMeta {
 		user = d.Meta.UserID
 	}
-	u := s.q.buildUpdate(from, &to, d, patch, remove, now, from.String()+","+to.String(), false)
+	u := s.q.buildUpdate(from, &to, d, patch, remove, now, s.rotatePayload(from, to), false)
 	for attempt := 1; ; attempt++ {
 		if !byMeta {
 			// Unlocked: the transaction checks it once the lock is held.

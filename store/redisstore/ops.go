@@ -271,18 +271,8 @@ func (s *Store) updated(key hallpass.Key, code int64, arr []rueidis.RedisMessage
 // user.
 func (s *Store) updatePlain(ctx context.Context, key hallpass.Key, d *hallpass.Delta) (string, error) {
 	code, arr, err := result(updateScript.Exec(ctx, s.client, []string{s.sessionKey(key)}, s.updateArgs(key, d, false, "", "")))
-	switch {
-	case err != nil:
+	if err := s.updated(key, code, arr, err); err != nil {
 		return "", err
-	case code == codeOK:
-		s.wrote(key, int64At(arr, 0))
-	case code == codeExpired:
-		s.wrote(key, 0)
-	case code == codeNotFound:
-		s.wrote(key, 0)
-		return "", hallpass.ErrNotFound
-	default:
-		return "", errReply
 	}
 	return stringAt(arr, 1), nil
 }
@@ -406,6 +396,11 @@ func (s *Store) rotateLocal(ctx context.Context, from, to hallpass.Key, d *hallp
 	if lim != nil {
 		token = newToken()
 	}
+	defer func() {
+		if leased {
+			s.unlock(ctx, membersOf, token)
+		}
+	}()
 	start := time.Now()
 	for try, guesses, lists := 0, 0, 0; ; try++ {
 		newUser := oldUser
@@ -447,12 +442,9 @@ func (s *Store) rotateLocal(ctx context.Context, from, to hallpass.Key, d *hallp
 		args = appendDelta(args, d)
 		code, arr, err := result(rotateScript.Exec(ctx, s.client, keys, args))
 		if err != nil {
-			if leased {
-				// The script did not run, or ran and released the lease:
-				// releasing it again is harmless, leaving it would make
-				// the user's writers wait.
-				s.unlock(ctx, membersOf, token)
-			}
+			// If leased, the script did not run, or ran and released the
+			// lease: releasing it again (deferred) is harmless, leaving it
+			// would make the user's writers wait.
 			return nil, err
 		}
 		leased = code == codeMembers
@@ -476,11 +468,9 @@ func (s *Store) rotateLocal(ctx context.Context, from, to hallpass.Key, d *hallp
 			return nil, hallpass.ErrTooManySessions
 		case codeMembers:
 			if lists++; lists == listTries || len(arr) == 0 {
-				s.unlock(ctx, membersOf, token)
-				return nil, errBusy
+				return nil, errBusy // the deferred unlock releases the lease
 			}
 			if members, err = arr[0].AsStrSlice(); err != nil {
-				s.unlock(ctx, membersOf, token)
 				return nil, err
 			}
 		case codeUser:
@@ -678,7 +668,14 @@ func (s *Store) listLocal(ctx context.Context, user string) ([]*hallpass.Record,
 	if err != nil {
 		return nil, err
 	}
-	token := newToken()
+	// leased: a script may hold the lease for token. Every return with it
+	// set releases it.
+	token, leased := newToken(), false
+	defer func() {
+		if leased {
+			s.unlock(ctx, user, token)
+		}
+	}()
 	for range listTries {
 		if len(members) == 0 {
 			return nil, nil
@@ -697,9 +694,11 @@ func (s *Store) listLocal(ctx context.Context, user string) ([]*hallpass.Record,
 		args = append(args, members...)
 		code, arr, err := result(listScript.Exec(ctx, s.client, keys, args))
 		if err != nil {
-			s.unlock(ctx, user, token)
+			leased = true // the script may have run and taken it
 			return nil, err
 		}
+		// Only a reply other than codeOK leaves the lease taken.
+		leased = code != codeOK
 		if len(arr) == 0 {
 			return nil, errReply
 		}
@@ -734,7 +733,6 @@ func (s *Store) listLocal(ctx context.Context, user string) ([]*hallpass.Record,
 		}
 		return recs, nil
 	}
-	s.unlock(ctx, user, token)
 	return nil, errBusy
 }
 
@@ -822,7 +820,14 @@ func (s *Store) deleteUserLocal(ctx context.Context, user string, kept map[strin
 	if err != nil {
 		return 0, err
 	}
+	// leased: a script may hold the lease for token. Every return with it
+	// set releases it.
 	token, leased := newToken(), false
+	defer func() {
+		if leased {
+			s.unlock(ctx, user, token)
+		}
+	}()
 	keepArgs := make([]string, 0, len(kept))
 	for m := range kept {
 		keepArgs = append(keepArgs, m)
@@ -845,17 +850,17 @@ func (s *Store) deleteUserLocal(ctx context.Context, user string, kept map[strin
 		}
 		if len(keys) == 2 {
 			// Nothing to delete. An earlier attempt that saw a new
-			// session took the lease, which the script would have freed.
-			if leased {
-				s.unlock(ctx, user, token)
-			}
+			// session took the lease, which the script would have freed:
+			// the deferred unlock releases it.
 			return 0, nil
 		}
 		code, arr, err := result(deleteUserScript.Exec(ctx, s.client, keys, args))
 		if err != nil {
-			s.unlock(ctx, user, token)
+			leased = true // the script may have run and taken it
 			return 0, err
 		}
+		// Only a reply other than codeOK leaves the lease taken.
+		leased = code != codeOK
 		if code != codeOK {
 			if len(arr) == 0 {
 				return 0, errReply
@@ -863,7 +868,6 @@ func (s *Store) deleteUserLocal(ctx context.Context, user string, kept map[strin
 			if members, err = arr[0].AsStrSlice(); err != nil {
 				return 0, err
 			}
-			leased = true
 			continue
 		}
 		if len(arr) < 2 {
@@ -876,7 +880,6 @@ func (s *Store) deleteUserLocal(ctx context.Context, user string, kept map[strin
 		s.forgetMembers(gone)
 		return int(int64At(arr, 0)), nil
 	}
-	s.unlock(ctx, user, token)
 	return 0, errBusy
 }
 

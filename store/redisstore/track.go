@@ -200,6 +200,13 @@ func (w *writer) dial() {
 	}
 	wid, _ := res[0].AsInt64()
 	c.wid = strconv.FormatInt(wid, 10)
+	// watch runs this check every writerCheck: a server that refuses it
+	// (CLIENT LIST is an @admin command an ACL may deny) cannot have the
+	// connection watched, so updates keep to the shared connections.
+	if err := c.check(ctx); err != nil {
+		fail(err)
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed || c.lost() {
@@ -223,14 +230,36 @@ func (w *writer) watch(c *wconn) {
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), writerCheckTimeout)
-		list, err := c.t.Do(ctx, c.t.B().Arbitrary("CLIENT", "LIST", "ID", c.wid).Build()).ToString()
+		err := c.check(ctx)
 		cancel()
-		// RESP3 gives CLIENT LIST as verbatim text, "txt:" first.
-		if err != nil || !strings.HasPrefix(strings.TrimPrefix(list, "txt:"), "id="+c.wid+" ") {
+		if err != nil {
 			w.drop(c)
+			if _, ok := rueidis.IsRedisErr(err); ok {
+				// The server refuses the check (say, an ACL change took
+				// CLIENT away): redialling would fail the same way.
+				w.retryAt.Store(math.MaxInt64)
+			}
 			return
 		}
 	}
+}
+
+// errNotListed is check's error when the server does not list c's write
+// connection: it is gone.
+var errNotListed = errors.New("write connection not listed")
+
+// check asks the server, on c's t, whether c's write connection is still
+// connected.
+func (c *wconn) check(ctx context.Context) error {
+	list, err := c.t.Do(ctx, c.t.B().Arbitrary("CLIENT", "LIST", "ID", c.wid).Build()).ToString()
+	if err != nil {
+		return err
+	}
+	// RESP3 gives CLIENT LIST as verbatim text, "txt:" first.
+	if !strings.HasPrefix(strings.TrimPrefix(list, "txt:"), "id="+c.wid+" ") {
+		return errNotListed
+	}
+	return nil
 }
 
 // invalidated handles a push on c's t: keys changed by someone else, or
