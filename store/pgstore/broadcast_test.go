@@ -41,7 +41,7 @@ func TestBroadcaster(t *testing.T) {
 		o    Options
 	}{
 		{"Cache", Options{CacheTTL: time.Minute}},
-		{"NoCache", Options{}},
+		{"NoCache", Options{CacheTTL: -1}},
 		{"NoNotify", Options{DisableNotify: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

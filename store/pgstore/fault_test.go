@@ -55,7 +55,7 @@ func proxied(t *testing.T, url string, o Options) (*storetest.Proxy, *Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if o.CacheTTL > 0 {
+	if s.cache != nil {
 		waitLive(t, s, true)
 	}
 	return p, s
@@ -305,7 +305,7 @@ func TestCutBroadcast(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		ttl  time.Duration
-	}{{"Cache", time.Minute}, {"NoCache", 0}} {
+	}{{"Cache", time.Minute}, {"NoCache", -1}} {
 		t.Run(c.name, func(t *testing.T) {
 			table := newTable(t, url)
 			p, a := proxied(t, url, Options{Table: table, CacheTTL: c.ttl, Timeout: faultTimeout})

@@ -2,9 +2,14 @@ package pgstore
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 const (
@@ -19,7 +24,22 @@ const (
 	// that instances cut off together do not storm the database together.
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 5 * time.Second
+
+	// probeTimeout is how long a notification sent on another connection
+	// may take to reach a new listening connection. A connection can
+	// LISTEN without error and still never be told anything, as through
+	// PgBouncer in transaction mode: LISTEN lands on whichever server
+	// connection the pooler picked, and what is sent to it is lost. The
+	// cache must not be used on such a connection, and retrying soon
+	// would only find the pooler again, so a failed probe backs off to
+	// probeBackoff.
+	probeTimeout = 2 * time.Second
+	probeBackoff = time.Minute
 )
+
+// errNoDelivery is the listener's error when its probe did not arrive.
+var errNoDelivery = errors.New("a notification sent from another connection did not reach the listening connection; " +
+	"it needs a session-level connection (behind PgBouncer, session pooling), so the local cache stays off and broadcasts go unheard")
 
 // listenLoop keeps a LISTEN connection up for as long as ctx lasts. The
 // cache is usable only while it is, and subscribers hear broadcasts only
@@ -46,8 +66,11 @@ func (s *Store) listenLoop(ctx context.Context) {
 		}
 		s.log.Warn("pgstore: lost the notification connection; local cache off and broadcasts unheard until it is back",
 			"table", s.q.table, "err", err)
+		if errors.Is(err, errNoDelivery) {
+			backoff = s.probeBackoff
+		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(2*backoff, maxBackoff)
+		backoff = min(2*backoff, max(maxBackoff, backoff))
 		select {
 		case <-ctx.Done():
 			return
@@ -56,11 +79,12 @@ func (s *Store) listenLoop(ctx context.Context) {
 	}
 }
 
-// listen takes a connection out of the pool, LISTENs on it, turns the
-// cache on, and evicts what notifications name, and hands broadcasts to
-// the subscribers, until the connection fails or ctx ends; up runs once
-// LISTEN is in effect. Without a cache it does not LISTEN for writes:
-// every write on the table would be sent to it for nothing.
+// listen takes a connection out of the pool, LISTENs on it, proves that
+// notifications reach it, turns the cache on, and evicts what
+// notifications name, and hands broadcasts to the subscribers, until the
+// connection fails or ctx ends; up runs once LISTEN is in effect. Without
+// a cache it does not LISTEN for writes: every write on the table would
+// be sent to it for nothing.
 func (s *Store) listen(ctx context.Context, up func()) error {
 	cctx, cancel := s.opCtx(ctx)
 	pc, err := s.pool.Acquire(cctx)
@@ -77,13 +101,21 @@ func (s *Store) listen(ctx context.Context, up func()) error {
 		defer cancel()
 		conn.Close(closeCtx)
 	}()
-	listen := s.q.listenBroadcast
+	// The probe's channel is this connection's alone, so that no other
+	// listener hears the probe, and no later connection an earlier one.
+	var nonce [16]byte
+	crand.Read(nonce[:])
+	probe := "hallpass_probe_" + hex.EncodeToString(nonce[:])
+	listen := s.q.listenBroadcast + "; LISTEN " + pgx.Identifier{probe}.Sanitize()
 	if s.cache != nil {
 		listen += "; " + s.q.listen
 	}
 	_, err = conn.Exec(cctx, listen)
 	cancel()
 	if err != nil {
+		return err
+	}
+	if err := s.awaitProbe(ctx, conn, probe); err != nil {
 		return err
 	}
 	// Whatever was read before LISTEN took effect may be stale, and fills
@@ -99,13 +131,7 @@ func (s *Store) listen(ctx context.Context, up func()) error {
 		wctx, cancel := context.WithTimeout(ctx, listenPingEvery)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
-		switch {
-		case n == nil:
-		case n.Channel == s.q.broadcastChannel:
-			s.subs.deliver(n.Payload)
-		default:
-			s.cache.evictPayload(n.Payload)
-		}
+		s.handle(n)
 		switch {
 		case err == nil:
 			continue
@@ -118,6 +144,50 @@ func (s *Store) listen(ctx context.Context, up func()) error {
 		err = conn.Ping(pctx)
 		cancel()
 		if err != nil {
+			return err
+		}
+	}
+}
+
+// handle acts on a notification heard on the listening connection.
+func (s *Store) handle(n *pgconn.Notification) {
+	switch {
+	case n == nil:
+	case n.Channel == s.q.broadcastChannel:
+		s.subs.deliver(n.Payload)
+	case n.Channel == s.q.channel:
+		s.cache.evictPayload(n.Payload)
+	}
+}
+
+// awaitProbe sends a notification on channel from another connection of
+// the pool and waits for it on conn, which LISTENs on channel. What else
+// arrives meanwhile is handled as ever.
+func (s *Store) awaitProbe(ctx context.Context, conn *pgx.Conn, channel string) error {
+	to := channel
+	if s.loseProbes != nil && s.loseProbes.Load() {
+		to += "_lost"
+	}
+	pctx, cancel := s.opCtx(ctx)
+	_, err := s.pool.Exec(pctx, "SELECT pg_notify($1, '')", to)
+	cancel()
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	for {
+		n, err := conn.WaitForNotification(wctx)
+		switch {
+		case err == nil && n.Channel == channel:
+			return nil
+		case err == nil:
+			s.handle(n)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded):
+			return errNoDelivery
+		default:
 			return err
 		}
 	}

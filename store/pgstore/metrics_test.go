@@ -192,7 +192,7 @@ func TestCacheStats(t *testing.T) {
 	})
 
 	t.Run("NoCache", func(t *testing.T) {
-		s := open(t, url, Options{Table: newTable(t, url)})
+		s := open(t, url, Options{Table: newTable(t, url), CacheTTL: -1})
 		r := create(t, s)
 		for range 3 {
 			load(t, s, t.Context(), r.Key)

@@ -600,7 +600,7 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 // listening connection being down, and a Load that failed or found
 // nothing once it asked the database. Loads refused before asking anyone
 // (a context already ended) are neither, and other methods never count.
-// With CacheTTL off there is no cache to hit or miss, and both stay 0.
+// With the cache off there is no cache to hit or miss, and both stay 0.
 //
 // It is two atomic loads, read one after the other rather than as one
 // snapshot, so a scrape during Loads may pair counts a Load apart.

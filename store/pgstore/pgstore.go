@@ -141,7 +141,12 @@
 //
 // # Local cache and notifications
 //
-// With Options.CacheTTL set, Load serves records from an in-process cache.
+// Load serves records from an in-process cache, as package redisstore's
+// does from rueidis's: a read-only request normally costs no round trip,
+// and a record stays cached at most Options.CacheTTL (one minute by
+// default) unless a notification evicts it first. A negative CacheTTL
+// turns the cache off, and every Load reads the database.
+//
 // Every write that changes or removes existing rows (Update, Rotate and
 // the sessions a limited Rotate ends, Delete, DeleteUser) sends a NOTIFY
 // in the same statement, so it fires
@@ -151,10 +156,16 @@
 // evicts the keys it hears about, except for an update whose version it
 // already holds; the other writes also evict their keys from their own
 // Store's cache at once. Entries live at most CacheTTL, which bounds staleness even if
-// a notification is lost. While the listening connection is down (or
-// stops answering its pings) the cache is emptied and not used; it is
-// used again once LISTEN is re-established, with reconnects backing off
-// up to 5 s.
+// a notification is lost. The cache is used only once a notification
+// sent from another connection of the pool has reached the listening
+// connection (a probe, on a channel of that connection's own), so that a
+// connection that LISTENs without error but is never told anything, as
+// through PgBouncer in transaction mode, keeps the cache off instead of
+// serving stale records; such a failure is logged and tried again each
+// minute. While the listening connection is down (or stops answering its
+// pings) the cache is emptied and not used; it is used again once LISTEN
+// is re-established and the probe has arrived, with reconnects backing
+// off up to 5 s.
 //
 // With the cache on, an Update's statement also returns the row it made,
 // and the Store caches it, so that a session's next request reads
@@ -176,7 +187,8 @@
 // updates that commit without waiting for the flush (see Durability)
 // hold it only briefly. A writer cannot tell whether anyone listens, so
 // notifications are not skipped on its own judgement: a deployment where
-// no instance sets CacheTTL can turn them off with Options.DisableNotify.
+// every instance turns its cache off can turn them off with
+// Options.DisableNotify.
 //
 // # Broadcasts
 //
@@ -193,8 +205,9 @@
 // cache uses, which LISTENs on both channels; without a cache the first
 // Subscribe starts it, and it LISTENs for broadcasts only. Broadcasts
 // therefore follow the connection's fortunes as the cache does: whenever
-// LISTEN takes effect, at the start or after the connection was lost or
-// stopped answering, every subscriber is called with nil, the
+// LISTEN takes effect (and the probe has arrived), at the start or after
+// the connection was lost or stopped answering, every subscriber is
+// called with nil, the
 // interface's "reload", since what was broadcast meanwhile was heard by
 // nobody. Each subscriber is called from a goroutine of its own, with
 // its own queue of at most 1024 messages, so a slow one delays neither
@@ -213,16 +226,18 @@
 // the table, the library's own records included, with one SELECT
 // count(*) on the expires_at index. CacheStats counts the Loads the local
 // cache answered and those that went to the database with the cache on,
-// at the cost of one atomic add per Load; with CacheTTL off both stay 0.
+// at the cost of one atomic add per Load; with the cache off both stay 0.
 package pgstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -258,9 +273,11 @@ type Options struct {
 	// default 1000. Small chunks keep each statement's locks short.
 	SweepChunk int
 
-	// CacheTTL turns on the local read cache when positive: Load may serve
-	// a record up to this long after it was read, unless a notification
-	// evicts it first. Default 0, no cache: every Load reads the database.
+	// CacheTTL is how long the local read cache may serve a record after
+	// it was read, unless a notification evicts it first. Default one
+	// minute; negative turns the cache off, so that every Load reads the
+	// database. The cache needs a session-level connection to LISTEN on;
+	// see the package doc.
 	CacheTTL time.Duration
 	// CacheEntries bounds the number of cached records, default 10000.
 	CacheEntries int
@@ -278,13 +295,20 @@ type Options struct {
 	SyncUpdates bool
 
 	// DisableNotify stops writes from sending notifications. Set it only
-	// if no instance sharing the table uses CacheTTL; it cannot be
-	// combined with CacheTTL. Broadcast and Subscribe work as ever.
+	// if no instance sharing the table uses the cache: it turns this
+	// Store's cache off too, and cannot be combined with a positive
+	// CacheTTL. Broadcast and Subscribe work as ever.
 	DisableNotify bool
 
 	// Logger receives the listener's and the sweeper's troubles, default
 	// slog.Default(). Messages never contain keys or data.
 	Logger *slog.Logger
+
+	// For tests: while loseProbes holds true, the listener's probe goes
+	// where it cannot arrive; probeBackoff replaces the wait after a
+	// probe that did not.
+	loseProbes   *atomic.Bool
+	probeBackoff time.Duration
 }
 
 const (
@@ -293,6 +317,7 @@ const (
 	defaultConnectTimeout = 10 * time.Second
 	defaultSweepInterval  = time.Minute
 	defaultSweepChunk     = 1000
+	defaultCacheTTL       = time.Minute
 	defaultCacheEntries   = 10000
 	defaultCacheBytes     = 64 << 20
 
@@ -323,9 +348,12 @@ type Store struct {
 	chunk     int
 	log       *slog.Logger
 	q         queries
-	cache     *cache // nil when CacheTTL is off
+	cache     *cache // nil when the cache is off
 	subs      subscribers
 	subQueue  int // bound of each subscriber's queue
+
+	loseProbes   *atomic.Bool // see Options
+	probeBackoff time.Duration
 
 	bg        context.Context // the background goroutines', until Close
 	stop      context.CancelFunc
@@ -369,7 +397,7 @@ func Open(ctx context.Context, url string, opts *Options) (*Store, error) {
 }
 
 // New returns a Store on pool, which may be shared with the application.
-// Close does not close pool. The listener, when CacheTTL is set or once
+// Close does not close pool. The listener, when the cache is on or once
 // Subscribe is called, takes one connection out of pool for good.
 func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Store, error) {
 	if pool == nil {
@@ -389,8 +417,11 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, owned bool, opts *Options
 	if len(o.Table) > maxTableLen || !utf8.ValidString(o.Table) || hasNUL(o.Table) {
 		return nil, fmt.Errorf("pgstore: Options.Table must be valid UTF-8 without NUL, at most %d bytes", maxTableLen)
 	}
-	if o.CacheTTL > 0 && o.DisableNotify {
+	switch {
+	case o.CacheTTL > 0 && o.DisableNotify:
 		return nil, errors.New("pgstore: Options.CacheTTL needs notifications; do not set DisableNotify with it")
+	case o.CacheTTL == 0 && !o.DisableNotify:
+		o.CacheTTL = defaultCacheTTL
 	}
 	realClock := o.Now == nil
 	if realClock {
@@ -425,6 +456,9 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, owned bool, opts *Options
 		log:       o.Logger,
 		q:         newQueries(o.Table, !o.DisableNotify, !o.SyncUpdates),
 		subQueue:  defaultSubscriberQueue,
+
+		loseProbes:   o.loseProbes,
+		probeBackoff: cmp.Or(o.probeBackoff, probeBackoff),
 	}
 	if err := s.createSchema(ctx); err != nil {
 		return nil, fail(ctx, "create schema", err)

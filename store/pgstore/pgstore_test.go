@@ -75,7 +75,7 @@ func open(t testing.TB, url string, o Options) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if o.CacheTTL > 0 {
+	if s.cache != nil {
 		waitLive(t, s, true)
 	}
 	return s
@@ -99,7 +99,7 @@ func TestStore(t *testing.T) {
 		name     string
 		ttl      time.Duration
 		noNotify bool
-	}{{"NoCache", 0, false}, {"Cache", time.Minute, false}, {"NoNotify", 0, true}} {
+	}{{"NoCache", -1, false}, {"Cache", 0, false}, {"NoNotify", 0, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			s := open(t, url, Options{Table: newTable(t, url), CacheTTL: c.ttl, DisableNotify: c.noNotify})
@@ -123,7 +123,7 @@ func pair(url string, ttl time.Duration) storetest.Pair {
 // is the target for a notification on loopback.
 func TestInstances(t *testing.T) {
 	url := testURL(t)
-	t.Run("NoCache", func(t *testing.T) { storetest.RunInstances(t, pair(url, 0), 0) })
+	t.Run("NoCache", func(t *testing.T) { storetest.RunInstances(t, pair(url, -1), 0) })
 	t.Run("Cache", func(t *testing.T) { storetest.RunInstances(t, pair(url, time.Minute), 5*time.Millisecond) })
 }
 
