@@ -84,7 +84,7 @@ var libs = []lib{
 	{"HallpassRedisNoCache", newHallpassRedisNoCache},
 	{"SCSRedis", newSCSRedis},
 	{"HallpassPostgres", newHallpassPostgres},
-	{"HallpassPostgresCache", newHallpassPostgresCache},
+	{"HallpassPostgresNoCache", newHallpassPostgresNoCache},
 	{"SCSPostgres", newSCSPostgres},
 }
 

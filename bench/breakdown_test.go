@@ -29,12 +29,14 @@ package bench
 //
 // Extra stacks, to show what a setting costs:
 //
-//   - HallpassPostgresNoNotify: pgstore with DisableNotify, without the
-//     NOTIFY every write sends for other instances' caches (allowed only
-//     when no instance uses CacheTTL);
-//   - HallpassPostgresAsync and SCSPostgresAsync: synchronous_commit=off
-//     on the pool's connections, so that a write does not wait for its
-//     WAL flush: the difference to the plain stack is the flush wait.
+//   - HallpassPostgresNoNotify: pgstore without a cache and with
+//     DisableNotify, without the NOTIFY every write sends for other
+//     instances' caches (allowed only when no instance caches), to compare
+//     with HallpassPostgresNoCache;
+//   - HallpassPostgresAsync (no cache) and SCSPostgresAsync:
+//     synchronous_commit=off on the pool's connections, so that a write
+//     does not wait for its WAL flush: the difference to
+//     HallpassPostgresNoCache and SCSPostgres is the flush wait.
 
 import (
 	"context"
@@ -103,17 +105,19 @@ func (t *storeTimer) hooks() hooks {
 	}
 }
 
-// newHallpassPostgresNoNotify is HallpassPostgres with DisableNotify.
+// newHallpassPostgresNoNotify is HallpassPostgresNoCache with
+// DisableNotify.
 func newHallpassPostgresNoNotify(tb testing.TB, h hooks) *stack {
-	return newHallpassPostgresOpts(tb, h, pgstore.Options{DisableNotify: true})
+	return newHallpassPostgresOpts(tb, h, pgstore.Options{CacheTTL: -1, DisableNotify: true})
 }
 
 var asyncCommit = map[string]string{"synchronous_commit": "off"}
 
-// newHallpassPostgresAsync is HallpassPostgres with synchronous_commit=off.
+// newHallpassPostgresAsync is HallpassPostgresNoCache with
+// synchronous_commit=off.
 func newHallpassPostgresAsync(tb testing.TB, h hooks) *stack {
 	h.pgParams = asyncCommit
-	return newHallpassPostgres(tb, h)
+	return newHallpassPostgresNoCache(tb, h)
 }
 
 // newSCSPostgresAsync is SCSPostgres with synchronous_commit=off.

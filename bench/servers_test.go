@@ -266,16 +266,17 @@ func newPool(tb testing.TB, url string, h hooks, wire *wireCounter, mod func(*pg
 	return pool
 }
 
-// newHallpassPostgres is Hallpass on pgstore with its defaults: no cache,
-// every Load is a query.
+// newHallpassPostgres is Hallpass on pgstore with its defaults: reads are
+// served from the local cache (CacheTTL one minute), kept fresh by
+// LISTEN/NOTIFY.
 func newHallpassPostgres(tb testing.TB, h hooks) *stack {
 	return newHallpassPostgresOpts(tb, h, pgstore.Options{})
 }
 
-// newHallpassPostgresCache is Hallpass on pgstore with CacheTTL one minute:
-// reads are served from the local cache, kept fresh by LISTEN/NOTIFY.
-func newHallpassPostgresCache(tb testing.TB, h hooks) *stack {
-	return newHallpassPostgresOpts(tb, h, pgstore.Options{CacheTTL: time.Minute})
+// newHallpassPostgresNoCache is Hallpass on pgstore with CacheTTL -1: no
+// cache, every Load is a query.
+func newHallpassPostgresNoCache(tb testing.TB, h hooks) *stack {
+	return newHallpassPostgresOpts(tb, h, pgstore.Options{CacheTTL: -1})
 }
 
 // newHallpassPostgresOpts is Hallpass on a pgstore with the options opts,
@@ -313,7 +314,7 @@ func newHallpassPostgresOpts(tb testing.TB, h hooks, opts pgstore.Options) *stac
 	tb.Cleanup(func() { s.Close() })
 	st := newHallpassOn(tb, s, h)
 	st.wire = wire
-	if opts.CacheTTL > 0 {
+	if opts.CacheTTL >= 0 && !opts.DisableNotify { // the cache is on
 		st.setupReads = waitNoRoundTrip(tb, st)
 	}
 	return st

@@ -266,13 +266,13 @@ func TestSetupHallpassRedisNoCache(t *testing.T) {
 
 // ---- Hallpass on PostgreSQL ----
 
-// TestSetupHallpassPostgres: without the cache (pgstore's default), a
-// read-only request is one statement (the SELECT of Load) and one round
-// trip, and a write request two: the SELECT and one UPDATE (a WITH ...
-// UPDATE that also sends the NOTIFY).
-func TestSetupHallpassPostgres(t *testing.T) {
+// TestSetupHallpassPostgresNoCache: without the cache, a read-only
+// request is one statement (the SELECT of Load) and one round trip, and a
+// write request two: the SELECT and one UPDATE (a WITH ... UPDATE that
+// also sends the NOTIFY).
+func TestSetupHallpassPostgresNoCache(t *testing.T) {
 	cs, qc := &countingStore{}, &queryCounter{}
-	st := newHallpassPostgres(t, hooks{hallpass: cs.wrap, tracer: qc})
+	st := newHallpassPostgresNoCache(t, hooks{hallpass: cs.wrap, tracer: qc})
 	checkHallpassStack(t, st, cs)
 	checkWindows(t, "read, statements", st.read, st.cookie, qc.snapshot,
 		perRequest{"statements", 1}, perRequest{"SELECT", 1}, perRequest{"batches", 0})
@@ -282,14 +282,14 @@ func TestSetupHallpassPostgres(t *testing.T) {
 	checkWindows(t, "write, on the wire", st.write, st.cookie, wireCounts(st), perRequest{"round trips", 2})
 }
 
-// TestSetupHallpassPostgresCache: with CacheTTL set (and the listener up,
-// which the stack waits for), a read-only request makes no round trip; a
-// repeated write request is the UPDATE alone: the previous write put the
-// row it returned in the cache, and its own versioned notification does
-// not evict it.
-func TestSetupHallpassPostgresCache(t *testing.T) {
+// TestSetupHallpassPostgres: with pgstore's defaults, the cache on (and
+// the listener up, which the stack waits for), a read-only request makes
+// no round trip; a repeated write request is the UPDATE alone: the
+// previous write put the row it returned in the cache, and its own
+// versioned notification does not evict it.
+func TestSetupHallpassPostgres(t *testing.T) {
 	cs, qc := &countingStore{}, &queryCounter{}
-	st := newHallpassPostgresCache(t, hooks{hallpass: cs.wrap, tracer: qc})
+	st := newHallpassPostgres(t, hooks{hallpass: cs.wrap, tracer: qc})
 	checkHallpassStack(t, st, cs)
 	serveN(t, st.read, st.cookie, 3) // cache the record after the writes
 	checkWindows(t, "read, statements", st.read, st.cookie, qc.snapshot, perRequest{"statements", 0})

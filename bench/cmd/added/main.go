@@ -48,7 +48,7 @@ var serverPairs = []struct {
 	{"HallpassRedis", "SCSRedis", true},
 	{"HallpassRedisNoCache", "SCSRedis", false},
 	{"HallpassPostgres", "SCSPostgres", true},
-	{"HallpassPostgresCache", "SCSPostgres", false},
+	{"HallpassPostgresNoCache", "SCSPostgres", false},
 }
 
 // tripTargets are the round trips per request the issue asks of Hallpass.
@@ -63,10 +63,10 @@ var tripTargets = []struct {
 	{"BenchmarkRead/HallpassRedisNoCache", 1, "read-only request, Redis cache off: one round trip"},
 	{"BenchmarkWrite/HallpassRedis", 1, "write request, Redis cache on: the write only (Load served from the instance's own write)"},
 	{"BenchmarkWrite/HallpassRedisNoCache", 2, "write request, Redis cache off: Load + one for the write"},
-	{"BenchmarkRead/HallpassPostgres", 1, "read-only request, PostgreSQL: one query"},
-	{"BenchmarkWrite/HallpassPostgres", 2, "write request, PostgreSQL: Load + one for the write"},
-	{"BenchmarkRead/HallpassPostgresCache", 0, "read-only request, PostgreSQL cache on: no round trip"},
-	{"BenchmarkWrite/HallpassPostgresCache", 1, "write request, PostgreSQL cache on: the write only (Load served from the instance's own write)"},
+	{"BenchmarkRead/HallpassPostgres", 0, "read-only request, PostgreSQL cache on: no round trip"},
+	{"BenchmarkWrite/HallpassPostgres", 1, "write request, PostgreSQL cache on: the write only (Load served from the instance's own write)"},
+	{"BenchmarkRead/HallpassPostgresNoCache", 1, "read-only request, PostgreSQL cache off: one query"},
+	{"BenchmarkWrite/HallpassPostgresNoCache", 2, "write request, PostgreSQL cache off: Load + one for the write"},
 }
 
 var procSuffix = regexp.MustCompile(`-\d+$`)
