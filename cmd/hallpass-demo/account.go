@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -50,7 +51,8 @@ type reauthPage struct {
 }
 
 // requireUser returns the signed-in user. For a guest it redirects to the
-// login page, on an error it answers 500, and it returns nil either way.
+// login page, which comes back to the page asked for (a GET), on an error
+// it answers 500, and it returns nil either way.
 func (a *app) requireUser(w http.ResponseWriter, r *http.Request) *user {
 	u, err := a.currentUser(r)
 	if err != nil {
@@ -58,7 +60,19 @@ func (a *app) requireUser(w http.ResponseWriter, r *http.Request) *user {
 		return nil
 	}
 	if u == nil {
-		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		to, next := "/login", "/"
+		switch {
+		case r.Method != http.MethodGet:
+		case r.URL.Path == "/reauth":
+			// Signing in is as fresh as re-authenticating.
+			next = hallpass.SafeNext(r.URL.Query().Get("next"))
+		default:
+			next = r.URL.RequestURI()
+		}
+		if next != "/" {
+			to += "?next=" + url.QueryEscape(next)
+		}
+		http.Redirect(w, r, to, http.StatusSeeOther)
 		return nil
 	}
 	return u

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/store/storetest"
+	"github.com/pquerna/otp/totp"
 )
 
 // User-Agents of real browsers, one family each: the library downgrades a
@@ -87,9 +88,10 @@ func TestAccountPage(t *testing.T) {
 
 	t.Run("guest", func(t *testing.T) {
 		c := e.client()
-		wantRedirect(t, c.get("/account"), "/login")
-		wantRedirect(t, c.get("/account/sessions"), "/login")
+		wantRedirect(t, c.get("/account"), "/login?next=%2Faccount")
+		wantRedirect(t, c.get("/account/sessions"), "/login?next=%2Faccount%2Fsessions")
 		wantRedirect(t, c.get("/reauth"), "/login")
+		wantRedirect(t, c.get("/reauth?next=%2Faccount%2Fmfa"), "/login?next=%2Faccount%2Fmfa")
 		wantRedirect(t, c.post("/account/sessions/revoke-others", nil), "/login")
 		wantRedirect(t, c.post("/reauth", url.Values{"password": {"correct horse"}}), "/login")
 		r := c.post("/account/password", url.Values{"current_password": {"x"}, "new_password": {"new password"}})
@@ -316,4 +318,41 @@ func TestPasswordChangeKeepsThisDevice(t *testing.T) {
 	wantBody(t, b.get("/"), "Guest")
 	wantBody(t, b.restart().get("/"), "Guest")
 	wantBody(t, a.restart().get("/"), "Signed in as alice")
+}
+
+// TestLoginReturnsToNext: a guest sent to the login page from a page that
+// needs a user comes back to that page once signed in, with or without
+// the second step, and ?next= cannot send anyone to another site.
+func TestLoginReturnsToNext(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock(time.Now())
+	e := newEnvOptions(t, options{Now: clock.Now})
+	a := e.client()
+	wantRedirectHome(t, a.signup("alice", "correct horse"))
+
+	g := e.client()
+	wantRedirect(t, g.get("/account"), "/login?next=%2Faccount")
+	wantBody(t, g.get("/login?next=%2Faccount"), `name="next" value="/account"`)
+	wantNoBody(t, g.get("/login"), `name="next"`)
+
+	// A wrong password keeps where to go.
+	r := g.post("/login", url.Values{"username": {"alice"}, "password": {"wrong horse"}, "next": {"/account"}})
+	wantStatus(t, r, http.StatusUnauthorized)
+	wantBody(t, r, `name="next" value="/account"`)
+	wantRedirect(t, g.post("/login", url.Values{"username": {"alice"}, "password": {"correct horse"}, "next": {"/account"}}), "/account")
+	wantBody(t, g.get("/account"), "Signed in as alice")
+
+	for _, evil := range []string{"//evil.example/", "https://evil.example/", "/\\evil.example"} {
+		c := e.client()
+		wantBody(t, c.get("/login?next="+url.QueryEscape(evil)), "Log in")
+		wantRedirectHome(t, c.post("/login", url.Values{"username": {"alice"}, "password": {"correct horse"}, "next": {evil}}))
+	}
+
+	// With two-step verification, next waits in the session for the code.
+	secret := enrolMFA(t, a, clock)
+	m := e.client()
+	wantRedirect(t, m.post("/login", url.Values{"username": {"alice"}, "password": {"correct horse"}, "next": {"/account"}}), "/login/mfa")
+	clock.Add(30 * time.Second)
+	code, _ := totp.GenerateCode(secret, clock.Now())
+	wantRedirect(t, m.post("/login/mfa", url.Values{"code": {code}}), "/account")
 }

@@ -46,6 +46,7 @@ type indexPage struct {
 type authPage struct {
 	Username string
 	Remember bool
+	Next     string // where to go once signed in, checked by hallpass.SafeNext; "/" is home
 	Errors   []string
 	Ended    string // why the page's script sent the browser here: revoked, expired, logged_out
 }
@@ -89,7 +90,7 @@ func (a *app) signupForm(w http.ResponseWriter, r *http.Request) {
 
 // loginForm shows the empty login form.
 func (a *app) loginForm(w http.ResponseWriter, r *http.Request) {
-	p := authPage{}
+	p := authPage{Next: hallpass.SafeNext(r.URL.Query().Get("next"))}
 	switch e := r.URL.Query().Get("ended"); e {
 	case live.ReasonRevoked, live.ReasonExpired, live.ReasonLoggedOut:
 		p.Ended = e
@@ -116,7 +117,7 @@ func (a *app) signup(w http.ResponseWriter, r *http.Request) {
 	}
 	username := strings.TrimSpace(r.PostFormValue("username"))
 	password := r.PostFormValue("password")
-	p := authPage{Username: username, Remember: r.PostFormValue("remember") != ""}
+	p := authPage{Username: username, Remember: r.PostFormValue("remember") != "", Next: "/"}
 	if p.Errors = validateSignup(username, password); len(p.Errors) > 0 {
 		a.renderAuth(w, r, http.StatusUnprocessableEntity, "signup", "Sign up", p)
 		return
@@ -142,7 +143,7 @@ func (a *app) signup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.signIn(w, r, id, p.Remember)
+	a.signIn(w, r, id, p.Remember, p.Next)
 }
 
 // validateSignup returns what is wrong with a new account's credentials,
@@ -187,7 +188,8 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 	}
 	username := strings.TrimSpace(r.PostFormValue("username"))
 	password := r.PostFormValue("password")
-	p := authPage{Username: username, Remember: r.PostFormValue("remember") != ""}
+	p := authPage{Username: username, Remember: r.PostFormValue("remember") != "",
+		Next: hallpass.SafeNext(r.PostFormValue("next"))}
 
 	u, wait, err := a.checkPassword(r, username, password)
 	switch {
@@ -201,9 +203,9 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 		p.Errors = []string{loginFailed}
 		a.renderAuth(w, r, http.StatusUnauthorized, "login", "Log in", p)
 	case u.MFASecret != "":
-		a.startMFALogin(w, r, u, p.Remember)
+		a.startMFALogin(w, r, u, p.Remember, p.Next)
 	default:
-		a.signIn(w, r, u.ID, p.Remember)
+		a.signIn(w, r, u.ID, p.Remember, p.Next)
 	}
 }
 
@@ -242,20 +244,20 @@ func tooManyAttempts(wait time.Duration) string {
 }
 
 // signIn signs user id in to the request's session and sends the browser
-// home. Login rotates the session token, so a token planted before
-// sign-in is worthless after it.
-func (a *app) signIn(w http.ResponseWriter, r *http.Request, id int64, remember bool) {
+// on to next, a path hallpass.SafeNext passed. Login rotates the session
+// token, so a token planted before sign-in is worthless after it.
+func (a *app) signIn(w http.ResponseWriter, r *http.Request, id int64, remember bool, next string) {
 	s := hallpass.FromRequest(r)
 	if err := s.Login(strconv.FormatInt(id, 10), hallpass.LoginOptions{Persistent: remember}); err != nil {
 		a.serverError(w, r, err)
 		return
 	}
-	a.finishSignIn(w, r, remember)
+	a.finishSignIn(w, r, remember, next)
 }
 
 // finishSignIn follows a successful Login: the remember-me series if
-// asked for, a message, and home.
-func (a *app) finishSignIn(w http.ResponseWriter, r *http.Request, remember bool) {
+// asked for, a message, and on to next.
+func (a *app) finishSignIn(w http.ResponseWriter, r *http.Request, remember bool, next string) {
 	s := hallpass.FromRequest(r)
 	if remember {
 		// The session is persistent, and when it ends (idle, lifetime,
@@ -270,7 +272,7 @@ func (a *app) finishSignIn(w http.ResponseWriter, r *http.Request, remember bool
 		a.serverError(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, hallpass.SafeNext(next), http.StatusSeeOther)
 }
 
 // logoutAll signs the user out everywhere: every session, every

@@ -34,6 +34,7 @@ var totpOpts = totp.ValidateOpts{Period: totpPeriod, Skew: 0, Digits: otp.Digits
 type pendingLogin struct {
 	UserID   int64     `json:"user"`
 	Remember bool      `json:"remember"`
+	Next     string    `json:"next,omitempty"`
 	At       time.Time `json:"at"`
 }
 
@@ -220,9 +221,9 @@ func (a *app) mfaEnrol(w http.ResponseWriter, r *http.Request) {
 
 // startMFALogin is login's second step: the password was right, the
 // session remembers that for a few minutes, and the code comes next.
-func (a *app) startMFALogin(w http.ResponseWriter, r *http.Request, u *user, remember bool) {
+func (a *app) startMFALogin(w http.ResponseWriter, r *http.Request, u *user, remember bool, next string) {
 	s := hallpass.FromRequest(r)
-	if err := s.Set(mfaLoginKey, pendingLogin{UserID: u.ID, Remember: remember, At: a.now()}); err != nil {
+	if err := s.Set(mfaLoginKey, pendingLogin{UserID: u.ID, Remember: remember, Next: next, At: a.now()}); err != nil {
 		a.serverError(w, r, err)
 		return
 	}
@@ -292,5 +293,5 @@ func (a *app) mfaLogin(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
-	a.finishSignIn(w, r, p.Remember)
+	a.finishSignIn(w, r, p.Remember, p.Next)
 }
