@@ -122,6 +122,12 @@ func (a *app) signup(w http.ResponseWriter, r *http.Request) {
 		a.renderAuth(w, r, http.StatusUnprocessableEntity, "signup", "Sign up", p)
 		return
 	}
+	if wait := a.throttle.signup(a.sessions.ClientIP(r)); wait > 0 {
+		retryAfter(w, wait)
+		p.Errors = []string{fmt.Sprintf("Too many signups from your address. Try again in %d minutes.", int(wait.Minutes())+1)}
+		a.renderAuth(w, r, http.StatusTooManyRequests, "signup", "Sign up", p)
+		return
+	}
 	hash, err := a.passwords.Hash(r.Context(), password)
 	if err != nil {
 		a.serverError(w, r, err)

@@ -963,6 +963,33 @@ func TestLoginThrottled(t *testing.T) {
 	wantStatus(t, d.login("alice", "correct horse", false), http.StatusTooManyRequests)
 }
 
+// TestSignupThrottled: one address gets maxSignupAddr signups in the
+// window, names taken or not, so that it can neither make accounts in
+// bulk nor ask about many names; a form with errors does not count.
+func TestSignupThrottled(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock(time.Now())
+	e := newEnvOptions(t, options{Now: clock.Now})
+	wantRedirectHome(t, e.client().signup("alice", "correct horse"))
+	c := e.client()
+	wantStatus(t, c.signup("x", "short"), http.StatusUnprocessableEntity)
+	wantStatus(t, c.signup("alice", "correct horse"), http.StatusConflict)
+	for i := range maxSignupAddr - 2 {
+		wantRedirectHome(t, e.client().signup(fmt.Sprintf("user%d", i), "correct horse"))
+	}
+	for _, name := range []string{"alice", "newcomer"} {
+		r := c.signup(name, "correct horse")
+		wantStatus(t, r, http.StatusTooManyRequests)
+		wantBody(t, r, "Too many signups")
+		wantNoBody(t, r, "taken")
+		if r.Header.Get("Retry-After") == "" {
+			t.Error("a throttled signup has no Retry-After")
+		}
+	}
+	clock.Add(failWindow + time.Second)
+	wantRedirectHome(t, c.signup("newcomer", "correct horse"))
+}
+
 // api calls the API as a non-browser client: no cookies, no CSRF token.
 func (e *env) api(method, path, bearer string, form url.Values) (int, map[string]any, http.Header) {
 	e.t.Helper()

@@ -16,6 +16,12 @@ const (
 	failWindow     = 15 * time.Minute
 	maxFailAccount = 5
 	maxFailAddr    = 20
+	// maxSignupAddr bounds the signups one address may try in the window.
+	// Every attempt with a valid name and password counts, the name taken
+	// or not: a signup form must say that a name is taken, so it must not
+	// let one client ask about many names, nor create accounts in bulk,
+	// nor keep the server hashing passwords.
+	maxSignupAddr = 10
 	// throttleKeys bounds the memory: past it the oldest entries go,
 	// which only forgets failures, never blocks anyone wrongly.
 	throttleKeys = 100_000
@@ -40,6 +46,7 @@ func newThrottle(now func() time.Time) *throttle {
 func accountKey(name string) string { return "a:" + strings.ToLower(name) }
 func codeKey(name string) string    { return "c:" + strings.ToLower(name) }
 func addrKey(ip string) string      { return "i:" + ip }
+func signupKey(ip string) string    { return "s:" + ip }
 
 // wait returns how long a password attempt must wait, or 0 if it may go
 // ahead.
@@ -68,28 +75,45 @@ func (t *throttle) waitKey(key, ip string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	var d time.Duration
-	for k, limit := range map[string]int{key: maxFailAccount, addrKey(ip): maxFailAddr} {
-		fs := t.recent(k, now)
-		if len(fs) >= limit {
-			d = max(d, fs[len(fs)-limit].Add(failWindow).Sub(now))
-		}
+	return max(t.waitLocked(key, maxFailAccount, now), t.waitLocked(addrKey(ip), maxFailAddr, now))
+}
+
+// waitLocked returns how long until key has fewer than limit attempts in
+// the window.
+func (t *throttle) waitLocked(key string, limit int, now time.Time) time.Duration {
+	if fs := t.recent(key, now); len(fs) >= limit {
+		return fs[len(fs)-limit].Add(failWindow).Sub(now)
 	}
-	return d
+	return 0
 }
 
 // failKey records a failed attempt under the account key key and address
 // ip.
-func (t *throttle) failKey(key, ip string) {
+func (t *throttle) failKey(key, ip string) { t.count(key, addrKey(ip)) }
+
+// count records an attempt now under each key.
+func (t *throttle) count(keys ...string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	if len(t.fails) >= throttleKeys {
 		t.sweep(now)
 	}
-	for _, k := range []string{key, addrKey(ip)} {
+	for _, k := range keys {
 		t.fails[k] = append(t.recent(k, now), now)
 	}
+}
+
+// signup returns how long a signup from ip must wait, or 0 if it may go
+// ahead, in which case it counts as one of the address's attempts.
+func (t *throttle) signup(ip string) time.Duration {
+	t.mu.Lock()
+	wait := t.waitLocked(signupKey(ip), maxSignupAddr, t.now())
+	t.mu.Unlock()
+	if wait == 0 {
+		t.count(signupKey(ip))
+	}
+	return wait
 }
 
 func (t *throttle) forget(key string) {
