@@ -39,11 +39,30 @@ const (
 
 var errCorrupt = errors.New("stored session is malformed")
 
+// maxMS bounds the milliseconds a time is stored as: the scripts compare
+// them as Lua numbers, doubles, exact only up to 2^53, and UnixMilli
+// wraps around long before time.Time ends. 2^53 ms is in the year
+// 287396; a later deadline is stored as that, and stays in the future.
+const maxMS = 1<<53 - 1
+
+var minMSTime, maxMSTime = time.UnixMilli(-maxMS), time.UnixMilli(maxMS)
+
+// ms is t in unix milliseconds, clamped to ±maxMS.
+func ms(t time.Time) int64 {
+	switch {
+	case t.Before(minMSTime):
+		return -maxMS
+	case t.After(maxMSTime):
+		return maxMS
+	}
+	return t.UnixMilli()
+}
+
 func msString(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return strconv.FormatInt(t.UnixMilli(), 10)
+	return strconv.FormatInt(ms(t), 10)
 }
 
 func boolString(b bool) string {
@@ -311,7 +330,7 @@ func nextRecord(base *hallpass.Record, d *hallpass.Delta, v int64, args []string
 	}
 	if t := d.Touch; t != nil {
 		if newerMS(t.LastSeen, r.LastSeen) {
-			r.LastSeen = time.UnixMilli(t.LastSeen.UnixMilli())
+			r.LastSeen = time.UnixMilli(ms(t.LastSeen))
 			if t.LastIP != "" {
 				r.LastIP = t.LastIP
 			}
@@ -320,7 +339,7 @@ func nextRecord(base *hallpass.Record, d *hallpass.Delta, v int64, args []string
 			}
 		}
 		if newerMS(t.IdleDeadline, r.IdleDeadline) {
-			r.IdleDeadline = time.UnixMilli(t.IdleDeadline.UnixMilli())
+			r.IdleDeadline = time.UnixMilli(ms(t.IdleDeadline))
 		}
 	}
 	return &r
@@ -332,5 +351,5 @@ func newerMS(t, cur time.Time) bool {
 	if t.IsZero() {
 		return false
 	}
-	return cur.IsZero() || t.UnixMilli() > cur.UnixMilli()
+	return cur.IsZero() || ms(t) > ms(cur)
 }

@@ -51,6 +51,7 @@ var cases = []testCase{
 	{"LimitRefuseNew", testLimitRefuseNew},
 	{"LimitCountsOthers", testLimitCountsOthers},
 	{"LimitConcurrent", testLimitConcurrent},
+	{"FarDeadlines", testFarDeadlines},
 	{"LargeValue", testLargeValue},
 	{"OddDataKeys", testOddDataKeys},
 	{"ContextCanceled", testContextCanceled},
@@ -1117,4 +1118,55 @@ func testContextCanceled(t *testing.T, s hallpass.Store) {
 	wantGone(t, s, to, "Rotated to with a cancelled context")
 	wantRecord(t, load(t, s, r.Key), want)
 	wantList(t, s, u, r.Key)
+}
+
+// testFarDeadlines stores deadlines further away than a count of
+// milliseconds since 1970 holds in an int64 (or a double holds exactly),
+// as a lifetime of "forever" spelled as a far date gives: the record must
+// stay live through Create, Update and Rotate, not wrap into the past. A
+// store may keep a nearer deadline than given, as long as it is more than
+// a thousand years away.
+func testFarDeadlines(t *testing.T, s hallpass.Store) {
+	ctx := t.Context()
+	far := time.Unix(1<<62, 0)
+	soon := time.Now().AddDate(1000, 0, 0)
+	user := newUser()
+	for _, in := range []*hallpass.Record{
+		{Handle: hallpass.NewHandle(), Meta: hallpass.Meta{UserID: user, AbsoluteDeadline: far}},
+		{Handle: hallpass.NewHandle(), Meta: hallpass.Meta{UserID: user}, Touch: hallpass.Touch{IdleDeadline: far}},
+		{Handle: hallpass.NewHandle(), Meta: hallpass.Meta{UserID: user, AbsoluteDeadline: far}, Touch: hallpass.Touch{IdleDeadline: far}},
+	} {
+		in.Key = newKey()
+		if err := s.Create(ctx, in); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		check := func(what string, k hallpass.Key) {
+			t.Helper()
+			got, err := s.Load(ctx, k)
+			if err != nil {
+				t.Fatalf("Load after %s of a record with a far deadline: %v", what, err)
+			}
+			if got.ExpiresAt().Before(soon) {
+				t.Fatalf("after %s, a far deadline came back as %v", what, got.ExpiresAt())
+			}
+		}
+		check("Create", in.Key)
+		d := hallpass.Delta{Set: map[string]json.RawMessage{"n": raw(`1`)}, Touch: &hallpass.Touch{LastSeen: time.Now(), IdleDeadline: far}}
+		if err := s.Update(ctx, in.Key, d); err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		check("Update", in.Key)
+		to := newKey()
+		if err := s.Rotate(ctx, in.Key, to, hallpass.Delta{}); err != nil {
+			t.Fatalf("Rotate: %v", err)
+		}
+		check("Rotate", to)
+	}
+	list, err := s.ListUser(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 3 {
+		t.Fatalf("ListUser found %d of the 3 records with far deadlines", len(list))
+	}
 }

@@ -46,6 +46,17 @@ func (s *refStore) live(r *hallpass.Record) bool {
 		return true
 	case s.has("ignoreAbsolute"):
 		return r.IdleDeadline.IsZero() || now.Before(r.IdleDeadline)
+	case s.has("wrapFarTimes"):
+		// As a store that keeps unix milliseconds in an int64 unchecked.
+		wrap := func(t time.Time) time.Time {
+			if t.IsZero() {
+				return t
+			}
+			return time.UnixMilli(t.UnixMilli())
+		}
+		c := *r
+		c.IdleDeadline, c.AbsoluteDeadline = wrap(r.IdleDeadline), wrap(r.AbsoluteDeadline)
+		return !c.Expired(now)
 	}
 	return !r.Expired(now)
 }
@@ -387,6 +398,7 @@ func TestFaultsAreCaught(t *testing.T) {
 		"limitEvictsNewest": {"LimitEvictsOldest"},
 		"limitUnreported":   {"LimitEvictsOldest", "LimitConcurrent"},
 		"racyLimit":         {"LimitConcurrent"},
+		"wrapFarTimes":      {"FarDeadlines"},
 	} {
 		t.Run(fault, func(t *testing.T) {
 			t.Parallel()
