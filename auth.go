@@ -128,6 +128,23 @@ func (s *Session) authLocked() AuthInfo {
 	}
 }
 
+// requireState is what Require checks. The level comes from Meta, which
+// Login, Reauthenticate and the client-change downgrade keep in step with
+// the methods in the data, so a protected request decodes nothing; a
+// record whose AuthLevel is not a level's name falls back to the methods.
+func (s *Session) requireState() (user string, level Level, reauthAt time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rec == nil || s.rec.UserID == "" {
+		return "", LevelNone, time.Time{}
+	}
+	level, ok := levelNames[s.rec.AuthLevel]
+	if !ok {
+		level = s.authLocked().Level
+	}
+	return s.rec.UserID, level, s.rec.ReauthAt
+}
+
 // Reauthenticate records that the user has just proved who they are again
 // with method: a password typed for a sensitive action, or a second factor
 // for a step-up. The level may rise, the re-authentication time is now,
@@ -225,17 +242,17 @@ func (m *Manager) Require(req Requirement) func(http.Handler) http.Handler {
 				http.Error(w, ErrNoSession.Error(), http.StatusInternalServerError)
 				return
 			}
-			a := s.Auth()
-			ref := Refusal{RequiredLevel: need.String(), CurrentLevel: a.Level.String()}
+			user, level, reauthAt := s.requireState()
+			ref := Refusal{RequiredLevel: need.String(), CurrentLevel: level.String()}
 			if req.FreshWithin > 0 {
 				ref.MaxAgeSeconds = int64(req.FreshWithin / time.Second)
 			}
 			switch {
-			case a.UserID == "":
+			case user == "":
 				ref.Error = "authentication_required"
-			case a.Level < need:
+			case level < need:
 				ref.Error = "step_up_required"
-			case req.FreshWithin > 0 && (a.ReauthAt.IsZero() || m.now().Sub(a.ReauthAt) > req.FreshWithin):
+			case req.FreshWithin > 0 && (reauthAt.IsZero() || m.now().Sub(reauthAt) > req.FreshWithin):
 				ref.Error = "reauth_required"
 			default:
 				next.ServeHTTP(w, r)

@@ -207,3 +207,40 @@ func TestReauthenticateAfterRevokeIsSessionEnded(t *testing.T) {
 		t.Fatal("re-authentication resurrected a revoked session")
 	}
 }
+
+// TestRequireReadsMetaLevel: Require takes the level from the record's
+// Meta, which the library keeps in step with the methods in the data (a
+// downgrade lowers it without forgetting the methods), and falls back to
+// the methods for a record whose Meta names no level.
+func TestRequireReadsMetaLevel(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	_, c := h.serve("", login("alice", hallpass.LoginOptions{}))
+	single := h.m.Require(hallpass.Requirement{Level: hallpass.LevelSingleFactor})(http.HandlerFunc(reader))
+	setLevel := func(level string) {
+		t.Helper()
+		k := hallpass.KeyOf(c)
+		rec, err := h.store.Load(t.Context(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta := rec.Meta
+		meta.AuthLevel = level
+		if err := h.store.Update(t.Context(), k, hallpass.Delta{Meta: &meta}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c2 := range []struct {
+		level string
+		want  int
+	}{
+		{"single_factor", http.StatusOK},
+		{"remembered", http.StatusForbidden}, // the methods say password; Meta says downgraded
+		{"", http.StatusOK},                  // no level in Meta: the methods decide
+		{"bogus", http.StatusOK},
+	} {
+		setLevel(c2.level)
+		if res, _ := h.serve(c, single.ServeHTTP); res.StatusCode != c2.want {
+			t.Errorf("AuthLevel %q: status %d, want %d", c2.level, res.StatusCode, c2.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/hallpass/hallpass"
 	"github.com/hallpass/hallpass/store/memstore"
@@ -61,6 +62,33 @@ func BenchmarkReadRequestSignedIn(b *testing.B) {
 	req := httptest.NewRequest("GET", "/", nil)
 	req.AddCookie(rec.Result().Cookies()[0])
 	h := m.Handler(http.HandlerFunc(reader))
+	w := &discard{h: make(http.Header)}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	}
+}
+
+// BenchmarkRequire is a signed-in read through Require, as every
+// protected route is: the requirement adds its checks to the read.
+func BenchmarkRequire(b *testing.B) {
+	store := memstore.New(nil)
+	defer store.Close()
+	m, err := hallpass.New(hallpass.Config{Store: store, Events: hallpass.SinkFunc(func(context.Context, hallpass.Event) {}), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler(login("alice", hallpass.LoginOptions{})).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	req := httptest.NewRequest("GET", "/", nil)
+	req.AddCookie(rec.Result().Cookies()[0])
+	h := m.Handler(m.Require(hallpass.Requirement{Level: hallpass.LevelSingleFactor, FreshWithin: time.Hour})(http.HandlerFunc(reader)))
+	first := httptest.NewRecorder()
+	h.ServeHTTP(first, req)
+	if first.Code != http.StatusOK {
+		b.Fatalf("the requirement refused the request: %d", first.Code)
+	}
 	w := &discard{h: make(http.Header)}
 	b.ReportAllocs()
 	for b.Loop() {
