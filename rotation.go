@@ -2,16 +2,13 @@ package hallpass
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/hallpass/hallpass/internal/successor"
 )
 
 // Periodic rotation.
@@ -44,45 +41,23 @@ type tombstone struct {
 	RotatedAt int64  `json:"rotated_at"`
 }
 
-// tombstoneAEAD derives the cipher that seals a successor under token.
-func tombstoneAEAD(token string) (cipher.AEAD, error) {
-	key, err := hkdf.Key(sha256.New, []byte(token), nil, "hallpass rotation successor", 32)
-	if err != nil {
-		return nil, err
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
-}
+// successorLabel keeps rotation's tombstone keys apart from other uses
+// of package successor.
+const successorLabel = "hallpass rotation successor"
 
-func sealSuccessor(old, successor string) ([]byte, error) {
-	aead, err := tombstoneAEAD(old)
-	if err != nil {
-		return nil, err
-	}
-	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(successor)+aead.Overhead())
-	rand.Read(nonce)
-	return aead.Seal(nonce, nonce, []byte(successor), []byte(tombstoneKey)), nil
+func sealSuccessor(old, next string) []byte {
+	return successor.Seal(successorLabel, old, next, []byte(tombstoneKey))
 }
 
 func openSuccessor(old string, sealed []byte) (string, error) {
-	aead, err := tombstoneAEAD(old)
-	if err != nil {
-		return "", err
-	}
-	if len(sealed) < aead.NonceSize() {
-		return "", errors.New("hallpass: tombstone too short")
-	}
-	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(tombstoneKey))
-	if err != nil {
+	next, ok := successor.Open(successorLabel, old, sealed, []byte(tombstoneKey))
+	if !ok {
 		return "", errors.New("hallpass: tombstone does not open with this token")
 	}
-	if _, err := ParseToken(string(plain)); err != nil {
+	if _, err := ParseToken(next); err != nil {
 		return "", errors.New("hallpass: tombstone holds no token")
 	}
-	return string(plain), nil
+	return next, nil
 }
 
 // asTombstone returns the tombstone rec holds, if it is one.
@@ -135,19 +110,16 @@ func (m *Manager) rotatePeriodic(ctx context.Context, rec *Record, oldToken stri
 	if err != nil {
 		return nil, "", err
 	}
-	sealed, err := sealSuccessor(oldToken, token)
-	if err == nil {
-		ts, _ := json.Marshal(tombstone{Sealed: sealed, RotatedAt: now.UnixMilli()})
-		until := minTime(now.Add(m.theftWindow), rec.AbsoluteDeadline)
-		err = m.store.Create(ctx, &Record{
-			Key:       rec.Key,
-			Handle:    rec.Handle,
-			Meta:      Meta{AbsoluteDeadline: until},
-			Touch:     Touch{LastSeen: now, IdleDeadline: until},
-			CreatedAt: now,
-			Data:      map[string]json.RawMessage{tombstoneKey: ts},
-		})
-	}
+	ts, _ := json.Marshal(tombstone{Sealed: sealSuccessor(oldToken, token), RotatedAt: now.UnixMilli()})
+	until := minTime(now.Add(m.theftWindow), rec.AbsoluteDeadline)
+	err = m.store.Create(ctx, &Record{
+		Key:       rec.Key,
+		Handle:    rec.Handle,
+		Meta:      Meta{AbsoluteDeadline: until},
+		Touch:     Touch{LastSeen: now, IdleDeadline: until},
+		CreatedAt: now,
+		Data:      map[string]json.RawMessage{tombstoneKey: ts},
+	})
 	if err != nil {
 		// The rotation itself stands; without the tombstone a request
 		// still carrying the old token is a guest, and reuse of it goes

@@ -2,9 +2,6 @@ package token
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
@@ -13,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/internal/successor"
 )
 
 // Refresh tokens.
@@ -110,35 +108,20 @@ type family struct {
 	Gen  string `json:"g"`
 }
 
-// successorAEAD derives the cipher that seals a successor under the old
-// token.
-func successorAEAD(token string) cipher.AEAD {
-	k, err := hkdf.Key(sha256.New, []byte(token), nil, "hallpass refresh successor", 32)
-	if err != nil {
-		panic(err) // cannot happen: 32 bytes of SHA-256 HKDF output
-	}
-	block, _ := aes.NewCipher(k)
-	aead, _ := cipher.NewGCM(block)
-	return aead
-}
+// successorLabel keeps refresh tombstones' keys apart from other uses of
+// package successor.
+const successorLabel = "hallpass refresh successor"
 
 func sealSuccessor(old, next string) []byte {
-	aead := successorAEAD(old)
-	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(next)+aead.Overhead())
-	rand.Read(nonce)
-	return aead.Seal(nonce, nonce, []byte(next), []byte(tombDataKey))
+	return successor.Seal(successorLabel, old, next, []byte(tombDataKey))
 }
 
 func openSuccessor(old string, sealed []byte) (string, bool) {
-	aead := successorAEAD(old)
-	if len(sealed) < aead.NonceSize() {
+	next, ok := successor.Open(successorLabel, old, sealed, []byte(tombDataKey))
+	if !ok || parseRefresh(next) != nil {
 		return "", false
 	}
-	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(tombDataKey))
-	if err != nil || parseRefresh(string(plain)) != nil {
-		return "", false
-	}
-	return string(plain), true
+	return next, true
 }
 
 func decode[T any](rec *hallpass.Record, dataKey string) (T, bool) {
