@@ -79,7 +79,9 @@ type Options struct {
 // only). An event naming only a user (RevokeAll, RevokeOthers,
 // CredentialsChanged) cannot say which sessions it spared, so each
 // stream of that user asks the store whether its own session is still
-// live: the session that called RevokeOthers keeps its streams.
+// live: the session that called RevokeOthers keeps its streams. Streams
+// of one user that ask at the same time share a read of the user's
+// sessions, one that began after they asked.
 //
 // Several app instances share ends through the store's
 // hallpass.Broadcaster, if it has one (Redis, PostgreSQL): each end seen
@@ -99,6 +101,9 @@ type Hub struct {
 
 	out  chan notice
 	lost atomic.Bool // out overflowed: tell the others to re-check everything
+
+	lists     *lister // the streams' re-checks, shared per user
+	stopLists context.CancelFunc
 
 	done      chan struct{}
 	wg        sync.WaitGroup // open streams and the sender
@@ -144,6 +149,9 @@ func NewHub(bc hallpass.Broadcaster, opts *Options) *Hub {
 		byUser:   make(map[string][]*stream),
 		done:     make(chan struct{}),
 	}
+	var base context.Context
+	base, h.stopLists = context.WithCancel(context.Background())
+	h.lists = newLister(base)
 	if bc != nil {
 		h.out = make(chan notice, sendQueue)
 		h.wg.Add(1)
@@ -166,6 +174,7 @@ func (h *Hub) Close() error {
 		h.closed = true
 		h.mu.Unlock()
 		close(h.done)
+		h.stopLists()
 		h.wg.Wait()
 	})
 	return nil

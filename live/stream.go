@@ -146,9 +146,9 @@ func (h *Hub) serve(m *hallpass.Manager, w http.ResponseWriter, r *http.Request)
 // store could tell (false: it failed, or sessions are sealed cookies).
 // deadline is the last one known.
 func (h *Hub) check(ctx context.Context, m *hallpass.Manager, s *stream, deadline time.Time) (string, time.Time, bool) {
-	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	ctx, cancel := context.WithTimeout(ctx, 2*checkTimeout) // a read in progress, then its successor
 	defer cancel()
-	sessions, err := m.UserSessions(ctx, s.user)
+	sessions, err := h.lists.list(ctx, m, s.user)
 	now := h.opts.Now()
 	if errors.Is(err, hallpass.ErrNoServerState) {
 		// Sealed cookie sessions have no list to look in, and their idle
