@@ -1,13 +1,12 @@
 package pgstore
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/internal/broadcast"
 )
 
 var _ hallpass.Broadcaster = (*Store)(nil)
@@ -15,7 +14,7 @@ var _ hallpass.Broadcaster = (*Store)(nil)
 // MaxBroadcast is the size of the largest message Broadcast sends: what
 // hallpass.Broadcaster promises to carry, well under the 8000 bytes of a
 // PostgreSQL notification.
-const MaxBroadcast = 1024
+const MaxBroadcast = broadcast.MaxMessage
 
 // defaultSubscriberQueue bounds the messages waiting for one subscriber.
 // Enough for a burst of revocations; a subscriber that falls further
@@ -23,29 +22,24 @@ const MaxBroadcast = 1024
 const defaultSubscriberQueue = 1024
 
 // ErrBroadcastMessage is the error, wrapped, of a Broadcast whose message
-// no instance could be sure to receive as sent. Nothing is sent.
-var ErrBroadcastMessage = fmt.Errorf("a broadcast message must be 1 to %d bytes of UTF-8 text without NUL", MaxBroadcast)
+// is not what hallpass.Broadcaster promises to carry. Nothing is sent.
+var ErrBroadcastMessage = broadcast.ErrMessage
 
 // Broadcast implements hallpass.Broadcaster: it sends msg, with NOTIFY,
 // on a channel of its own derived from the table's name, to the
 // subscribers of every Store on the table, this one included. It sends
 // whatever Options say: DisableNotify concerns only the notifications of
-// writes. msg must be UTF-8 text without NUL of at most MaxBroadcast
-// bytes, as the interface promises; anything else, and an empty message,
-// which a subscriber could not tell from a nil, fail with
+// writes. msg must be JSON, valid UTF-8 without NUL, of at most
+// MaxBroadcast bytes, as the interface promises, so that a message one
+// store accepts every other store carries too; anything else fails with
 // ErrBroadcastMessage. Like every call, it is bounded by Options.Timeout.
 func (s *Store) Broadcast(ctx context.Context, msg []byte) error {
 	const op = "broadcast"
 	if err := ctx.Err(); err != nil {
 		return fail(ctx, op, err)
 	}
-	switch {
-	case len(msg) == 0 || len(msg) > MaxBroadcast:
-		return fmt.Errorf("pgstore: %s: %w; got %d bytes", op, ErrBroadcastMessage, len(msg))
-	case bytes.IndexByte(msg, 0) >= 0:
-		return fmt.Errorf("pgstore: %s: %w; got a NUL", op, ErrBroadcastMessage)
-	case !utf8.Valid(msg):
-		return fmt.Errorf("pgstore: %s: %w; got invalid UTF-8", op, ErrBroadcastMessage)
+	if err := broadcast.Check(msg); err != nil {
+		return fmt.Errorf("pgstore: %s: %w", op, err)
 	}
 	octx, cancel := s.opCtx(ctx)
 	defer cancel()
@@ -84,35 +78,35 @@ func (s *Store) Subscribe(fn func(msg []byte)) (stop func()) {
 	if fn == nil {
 		panic("pgstore: Subscribe with a nil func")
 	}
-	sub := newSubscriber(fn, s.subQueue)
+	sub := broadcast.NewSubscriber(fn, s.subQueue)
 	if !s.subs.add(sub, s.startListener) {
+		sub.Stop()
 		return func() {}
 	}
-	go sub.run()
 	return func() {
 		s.subs.remove(sub)
-		sub.stop()
+		sub.Stop()
 	}
 }
 
 // subscribers are a Store's subscriptions.
 type subscribers struct {
 	mu        sync.Mutex
-	m         map[*subscriber]struct{}
+	m         map[*broadcast.Subscriber]struct{}
 	listening bool // the listener was started
 	closed    bool // the Store was closed
 }
 
 // add registers sub, and runs start if the listener is not running yet.
 // It reports false, registering nothing, if the Store was closed.
-func (b *subscribers) add(sub *subscriber, start func()) bool {
+func (b *subscribers) add(sub *broadcast.Subscriber, start func()) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return false
 	}
 	if b.m == nil {
-		b.m = make(map[*subscriber]struct{})
+		b.m = make(map[*broadcast.Subscriber]struct{})
 	}
 	b.m[sub] = struct{}{}
 	if !b.listening {
@@ -122,7 +116,7 @@ func (b *subscribers) add(sub *subscriber, start func()) bool {
 	return true
 }
 
-func (b *subscribers) remove(sub *subscriber) {
+func (b *subscribers) remove(sub *broadcast.Subscriber) {
 	b.mu.Lock()
 	delete(b.m, sub)
 	b.mu.Unlock()
@@ -142,7 +136,7 @@ func (b *subscribers) close() {
 	b.m, b.closed = nil, true
 	b.mu.Unlock()
 	for sub := range subs {
-		sub.stop()
+		sub.Stop()
 	}
 }
 
@@ -152,7 +146,7 @@ func (b *subscribers) deliver(msg string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for sub := range b.m {
-		sub.push([]byte(msg))
+		sub.Push([]byte(msg))
 	}
 }
 
@@ -161,82 +155,6 @@ func (b *subscribers) reload() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for sub := range b.m {
-		sub.push(nil)
-	}
-}
-
-// subscriber is one subscription: its queue, and the goroutine that
-// empties it into fn.
-type subscriber struct {
-	fn    func([]byte)
-	limit int
-
-	mu      sync.Mutex
-	cond    sync.Cond // signalled on a push and on stop
-	queue   [][]byte  // a nil entry asks fn to reload
-	stopped bool
-
-	done chan struct{} // closed when run returns
-}
-
-func newSubscriber(fn func([]byte), limit int) *subscriber {
-	sub := &subscriber{fn: fn, limit: limit, done: make(chan struct{})}
-	sub.cond.L = &sub.mu
-	return sub
-}
-
-// push queues msg. A nil, asked for or made by an overflow, replaces
-// whatever waits: the reload it asks for comes after those messages were
-// sent, and covers them.
-func (sub *subscriber) push(msg []byte) {
-	sub.mu.Lock()
-	defer sub.mu.Unlock()
-	if sub.stopped {
-		return
-	}
-	if msg == nil || len(sub.queue) >= sub.limit {
-		clear(sub.queue)
-		sub.queue = append(sub.queue[:0], nil)
-	} else {
-		sub.queue = append(sub.queue, msg)
-	}
-	sub.cond.Signal()
-}
-
-func (sub *subscriber) stop() {
-	sub.mu.Lock()
-	sub.stopped = true
-	sub.queue = nil
-	sub.cond.Signal()
-	sub.mu.Unlock()
-}
-
-// next waits for the next message, and reports false once stopped.
-func (sub *subscriber) next() ([]byte, bool) {
-	sub.mu.Lock()
-	defer sub.mu.Unlock()
-	for len(sub.queue) == 0 && !sub.stopped {
-		sub.cond.Wait()
-	}
-	if sub.stopped {
-		return nil, false
-	}
-	msg := sub.queue[0]
-	sub.queue[0] = nil
-	sub.queue = sub.queue[1:]
-	if len(sub.queue) == 0 {
-		sub.queue = nil // let the backing array go
-	}
-	return msg, true
-}
-
-func (sub *subscriber) run() {
-	defer close(sub.done)
-	for {
-		msg, ok := sub.next()
-		if !ok {
-			return
-		}
-		sub.fn(msg)
+		sub.Push(nil)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/internal/broadcast"
 	"github.com/hallpass/hallpass/store/storetest"
 )
 
@@ -155,6 +156,7 @@ func TestBroadcastRefused(t *testing.T) {
 		"too long":     []byte(`"` + strings.Repeat("x", MaxBroadcast-1) + `"`),
 		"NUL":          []byte("\"a\x00b\""),
 		"invalid UTF8": []byte("\"\xff\""),
+		"not JSON":     []byte("hello"),
 	} {
 		if err := s.Broadcast(t.Context(), msg); !errors.Is(err, ErrBroadcastMessage) {
 			t.Errorf("Broadcast of a %s message: %v, want ErrBroadcastMessage", name, err)
@@ -336,7 +338,7 @@ func TestSubscribeStop(t *testing.T) {
 }
 
 // onlySubscriber returns s's only subscriber.
-func (s *Store) onlySubscriber(t *testing.T) *subscriber {
+func (s *Store) onlySubscriber(t *testing.T) *broadcast.Subscriber {
 	t.Helper()
 	s.subs.mu.Lock()
 	defer s.subs.mu.Unlock()
@@ -350,10 +352,10 @@ func (s *Store) onlySubscriber(t *testing.T) *subscriber {
 }
 
 // waitDone waits for sub's goroutine to end.
-func waitDone(t *testing.T, sub *subscriber) {
+func waitDone(t *testing.T, sub *broadcast.Subscriber) {
 	t.Helper()
 	select {
-	case <-sub.done:
+	case <-sub.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("the subscriber's goroutine did not end")
 	}

@@ -1,25 +1,19 @@
 package redisstore
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/store/internal/broadcast"
 	"github.com/redis/rueidis"
 )
 
 var _ hallpass.Broadcaster = (*Store)(nil)
 
 const (
-	// maxBroadcast is the largest message hallpass.Broadcaster allows.
-	maxBroadcast = 1 << 10
 	// subscriberQueue is how many messages may wait for one subscriber
 	// before newer ones are dropped and it is told to reload instead.
 	subscriberQueue = 256
@@ -39,12 +33,13 @@ func channelName(prefix string) string { return prefix + "broadcast" }
 // Broadcast implements hallpass.Broadcaster: it publishes msg to every
 // Store with the same KeyPrefix on the server or Cluster, this one
 // included (PUBLISH; SPUBLISH with a rueidis cluster client). msg must be
-// UTF-8 JSON text without NUL of at most 1 KiB.
+// JSON, valid UTF-8 without NUL, of at most 1 KiB; anything else fails
+// with an error wrapping ErrBroadcastMessage, and nothing is sent.
 func (s *Store) Broadcast(ctx context.Context, msg []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fail(ctx, "broadcast", err)
 	}
-	if err := checkMessage(msg); err != nil {
+	if err := broadcast.Check(msg); err != nil {
 		return fmt.Errorf("redisstore: broadcast: %w", err)
 	}
 	cmd := s.client.B().Publish().Channel(s.hub.channel).Message(string(msg)).Build()
@@ -57,21 +52,9 @@ func (s *Store) Broadcast(ctx context.Context, msg []byte) error {
 	return nil
 }
 
-// checkMessage enforces hallpass.Broadcaster's rules for a message, so
-// that a message one store accepts every other store can carry too.
-func checkMessage(msg []byte) error {
-	switch {
-	case len(msg) > maxBroadcast:
-		return fmt.Errorf("message of %d bytes; at most %d", len(msg), maxBroadcast)
-	case bytes.IndexByte(msg, 0) >= 0:
-		return errors.New("message contains a NUL byte")
-	case !utf8.Valid(msg):
-		return errors.New("message is not valid UTF-8")
-	case !json.Valid(msg):
-		return errors.New("message is not JSON")
-	}
-	return nil
-}
+// ErrBroadcastMessage is the error, wrapped, of a Broadcast whose message
+// is not what hallpass.Broadcaster promises to carry.
+var ErrBroadcastMessage = broadcast.ErrMessage
 
 // Subscribe implements hallpass.Broadcaster. fn is called one call at a
 // time, on a goroutine of its own, with each message, and with nil when
@@ -80,80 +63,10 @@ func checkMessage(msg []byte) error {
 // messages behind. A call in progress may finish after stop returns; none
 // starts afterwards.
 func (s *Store) Subscribe(fn func(msg []byte)) (stop func()) {
-	sub := &subscriber{
-		fn:   fn,
-		q:    make(chan []byte, subscriberQueue),
-		kick: make(chan struct{}, 1),
-		quit: make(chan struct{}),
-	}
-	go sub.run()
+	sub := broadcast.NewSubscriber(fn, subscriberQueue)
 	s.hub.add(sub)
 	var once sync.Once
 	return func() { once.Do(func() { s.hub.remove(sub) }) }
-}
-
-// subscriber is one Subscribe: a bounded queue and the goroutine that
-// empties it into fn, so that a slow fn never holds up the connection's
-// reader or the other subscribers.
-type subscriber struct {
-	fn      func([]byte)
-	q       chan []byte
-	kick    chan struct{} // wakes run when reload is set
-	reload  atomic.Bool   // call fn(nil) next: messages were lost
-	stopped atomic.Bool
-	quit    chan struct{}
-}
-
-// deliver queues msg without blocking; when the queue is full it drops
-// msg and asks for a reload instead.
-func (s *subscriber) deliver(msg []byte) {
-	select {
-	case s.q <- msg:
-	default:
-		s.lost()
-	}
-}
-
-// lost makes the subscriber's next call fn(nil).
-func (s *subscriber) lost() {
-	s.reload.Store(true)
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (s *subscriber) stop() {
-	if !s.stopped.Swap(true) {
-		close(s.quit)
-	}
-}
-
-func (s *subscriber) run() {
-	for {
-		if s.reload.Swap(false) {
-			// What is queued was sent before what was lost: the reload
-			// covers it.
-			for len(s.q) > 0 {
-				<-s.q
-			}
-			if s.stopped.Load() {
-				return
-			}
-			s.fn(nil)
-			continue
-		}
-		select {
-		case <-s.quit:
-			return
-		case msg := <-s.q:
-			if s.stopped.Load() {
-				return
-			}
-			s.fn(msg)
-		case <-s.kick:
-		}
-	}
 }
 
 // hub keeps one subscription per Store, on a connection of its own, while
@@ -164,7 +77,7 @@ type hub struct {
 	sharded bool // SPUBLISH and SSUBSCRIBE: a rueidis cluster client
 
 	mu      sync.Mutex
-	subs    map[*subscriber]struct{}
+	subs    map[*broadcast.Subscriber]struct{}
 	running bool // a loop is subscribing or subscribed
 	closed  bool
 	wake    chan struct{} // the subscribers changed, or Close
@@ -176,14 +89,14 @@ type hub struct {
 func newHub(client rueidis.Client, prefix string) *hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &hub{client: client, channel: channelName(prefix), sharded: client.Mode() == rueidis.ClientModeCluster,
-		subs: make(map[*subscriber]struct{}), wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+		subs: make(map[*broadcast.Subscriber]struct{}), wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 }
 
-func (h *hub) add(sub *subscriber) {
+func (h *hub) add(sub *broadcast.Subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		sub.stop()
+		sub.Stop()
 		return
 	}
 	h.subs[sub] = struct{}{}
@@ -194,8 +107,8 @@ func (h *hub) add(sub *subscriber) {
 	}
 }
 
-func (h *hub) remove(sub *subscriber) {
-	sub.stop()
+func (h *hub) remove(sub *broadcast.Subscriber) {
+	sub.Stop()
 	h.mu.Lock()
 	delete(h.subs, sub)
 	h.mu.Unlock()
@@ -215,7 +128,7 @@ func (h *hub) close() {
 	h.mu.Lock()
 	h.closed = true
 	for sub := range h.subs {
-		sub.stop()
+		sub.Stop()
 	}
 	clear(h.subs)
 	h.mu.Unlock()
@@ -242,7 +155,7 @@ func (h *hub) established() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for sub := range h.subs {
-		sub.lost()
+		sub.Push(nil)
 	}
 }
 
@@ -255,7 +168,7 @@ func (h *hub) dispatch(m rueidis.PubSubMessage) {
 	defer h.mu.Unlock()
 	for sub := range h.subs {
 		// A copy each: a subscriber may keep or change what it gets.
-		sub.deliver([]byte(m.Message))
+		sub.Push([]byte(m.Message))
 	}
 }
 

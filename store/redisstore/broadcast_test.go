@@ -145,8 +145,8 @@ func TestBroadcastRejects(t *testing.T) {
 		"too long": []byte(`"` + strings.Repeat("x", 1023) + `"`),
 	} {
 		err := s.Broadcast(t.Context(), msg)
-		if err == nil || !strings.HasPrefix(err.Error(), "redisstore: broadcast: ") {
-			t.Errorf("%s: Broadcast = %v, want a redisstore: broadcast error", name, err)
+		if !errors.Is(err, ErrBroadcastMessage) || !strings.HasPrefix(err.Error(), "redisstore: broadcast: ") {
+			t.Errorf("%s: Broadcast = %v, want a redisstore: broadcast error wrapping ErrBroadcastMessage", name, err)
 		}
 	}
 	if err := s.Broadcast(t.Context(), []byte(`"`+strings.Repeat("x", 1022)+`"`)); err != nil {
