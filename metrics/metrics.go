@@ -63,7 +63,7 @@ type Counter interface {
 }
 
 // CacheStatser is implemented by stores with a local read cache (package
-// redisstore's client-side cache, package pgstore's CacheTTL). CacheStats
+// redisstore's client-side cache, package pgstore's local cache). CacheStats
 // returns how many Loads the cache has answered and how many it has
 // passed on to the server since the store was opened. Both only grow.
 // It is called at every scrape, so it must be cheap and must not block:

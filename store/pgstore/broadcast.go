@@ -57,8 +57,9 @@ func (s *Store) Broadcast(ctx context.Context, msg []byte) error {
 // returns at once; the messages come from the Store's listening
 // connection, which it starts if the cache has not (taking one connection
 // out of the pool for good), and which it shares with the cache
-// otherwise. Whenever LISTEN takes effect, first or after the connection
-// was lost (see the package doc), every subscriber gets nil, as messages
+// otherwise. Whenever LISTEN takes effect and the listener's probe has
+// arrived, first or after the connection was lost (see the package doc),
+// every subscriber gets nil, as messages
 // may have been sent meanwhile that nobody heard: a subscription made
 // before that first gets nil, then every message broadcast after it.
 //

@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -46,15 +47,15 @@ var errNoDelivery = errors.New("a notification sent from another connection did 
 // while it is.
 func (s *Store) listenLoop(ctx context.Context) {
 	backoff := minBackoff
-	lost := false
+	lost, deaf := false, false
 	for {
 		err := s.listen(ctx, func() {
 			backoff = minBackoff
 			if lost {
 				s.log.Info("pgstore: notification connection back", "table", s.q.table)
 			}
+			lost, deaf = false, false
 		})
-		lost = true
 		// Notifications may have been missed: nothing cached can be
 		// trusted, and nothing may be cached until LISTEN is back.
 		// Subscribers are told when it is: what they would reload now
@@ -64,13 +65,27 @@ func (s *Store) listenLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("pgstore: lost the notification connection; local cache off and broadcasts unheard until it is back",
-			"table", s.q.table, "err", err)
-		if errors.Is(err, errNoDelivery) {
-			backoff = s.probeBackoff
-		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(2*backoff, max(maxBackoff, backoff))
+		backoff = min(2*backoff, maxBackoff)
+		switch {
+		case errors.Is(err, errNoDelivery):
+			// Only this retry waits long: a later failure of another kind
+			// backs off as ever.
+			wait = s.probeBackoff/2 + rand.N(s.probeBackoff/2+1)
+			// Said once: where it is the pooler, it stays so.
+			level := slog.LevelWarn
+			if deaf {
+				level = slog.LevelDebug
+			}
+			deaf = true
+			s.log.Log(ctx, level, "pgstore: notifications do not reach the listening connection; local cache off and broadcasts unheard. "+
+				"Behind PgBouncer use session pooling for the store, or set Options.CacheTTL to -1",
+				"table", s.q.table, "err", err)
+		default:
+			s.log.Warn("pgstore: lost the notification connection; local cache off and broadcasts unheard until it is back",
+				"table", s.q.table, "err", err)
+			lost = true
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -162,7 +177,10 @@ func (s *Store) handle(n *pgconn.Notification) {
 
 // awaitProbe sends a notification on channel from another connection of
 // the pool and waits for it on conn, which LISTENs on channel. What else
-// arrives meanwhile is handled as ever.
+// arrives meanwhile is dropped: the cache is not in use yet, and is
+// emptied once the probe is back, and subscribers are told to reload
+// then, which covers every message sent before; delivering one now would
+// put it before that reload.
 func (s *Store) awaitProbe(ctx context.Context, conn *pgx.Conn, channel string) error {
 	to := channel
 	if s.loseProbes != nil && s.loseProbes.Load() {
@@ -182,7 +200,6 @@ func (s *Store) awaitProbe(ctx context.Context, conn *pgx.Conn, channel string) 
 		case err == nil && n.Channel == channel:
 			return nil
 		case err == nil:
-			s.handle(n)
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded):

@@ -161,11 +161,23 @@
 // connection (a probe, on a channel of that connection's own), so that a
 // connection that LISTENs without error but is never told anything, as
 // through PgBouncer in transaction mode, keeps the cache off instead of
-// serving stale records; such a failure is logged and tried again each
-// minute. While the listening connection is down (or stops answering its
-// pings) the cache is emptied and not used; it is used again once LISTEN
-// is re-established and the probe has arrived, with reconnects backing
-// off up to 5 s.
+// serving stale records; such a failure is logged (once at Warn) and
+// tried again about once a minute. While the listening connection is down
+// (or stops answering its pings) the cache is emptied and not used; it is
+// used again once LISTEN is re-established and the probe has arrived,
+// with reconnects backing off up to 5 s. The listening connection is
+// taken out of the pool for good: it is a connection beyond the pool's
+// MaxConns, closed by Close.
+//
+// What the cache cannot hear, it serves for up to CacheTTL: a change made
+// to the table by other means than a Store (SQL by hand, a cascade), or
+// by a Store with DisableNotify. After such a change, run
+//
+//	SELECT pg_notify('hallpass_sessions_changes', '*')
+//
+// (the table's name followed by "_changes") to empty every instance's
+// cache. Until this release the cache was off unless CacheTTL was set; a
+// CacheTTL of 0 now means the default, one minute.
 //
 // With the cache on, an Update's statement also returns the row it made,
 // and the Store caches it, so that a session's next request reads
@@ -198,8 +210,12 @@
 // "hallpass_broadcast_" followed by 32 hex digits of a SHA-256 of the
 // table's name: stores on other tables of the database do not hear it,
 // and any table name gives a valid channel. Messages are what the
-// interface promises to carry, UTF-8 text without NUL of at most 1 KiB;
-// Broadcast refuses anything else with ErrBroadcastMessage.
+// interface promises to carry, JSON in valid UTF-8 without NUL, of at
+// most 1 KiB; Broadcast refuses anything else with ErrBroadcastMessage,
+// the same error as package redisstore's. Where notifications do not
+// reach the listening connection (see the probe above), broadcasts are
+// not heard either, and hallpass.Revocations learns of revocations only
+// by its reloads.
 //
 // Subscribers hear broadcasts over the listening connection, the one the
 // cache uses, which LISTENs on both channels; without a cache the first
@@ -397,8 +413,10 @@ func Open(ctx context.Context, url string, opts *Options) (*Store, error) {
 }
 
 // New returns a Store on pool, which may be shared with the application.
-// Close does not close pool. The listener, when the cache is on or once
-// Subscribe is called, takes one connection out of pool for good.
+// Close does not close pool, so close the Store first. The listener, when
+// the cache is on (the default) or once Subscribe is called, takes one
+// connection out of pool for good: a connection beyond the pool's
+// MaxConns, which Close closes.
 func New(ctx context.Context, pool *pgxpool.Pool, opts *Options) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("pgstore: new: nil pool")

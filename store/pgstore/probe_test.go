@@ -2,8 +2,12 @@ package pgstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hallpass/hallpass"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // TestCacheDefaults checks when a Store caches: by default, for a
@@ -27,6 +32,7 @@ func TestCacheDefaults(t *testing.T) {
 		{"TTL", Options{CacheTTL: 5 * time.Second}, 5 * time.Second},
 		{"Off", Options{CacheTTL: -1}, 0},
 		{"DisableNotify", Options{DisableNotify: true}, 0},
+		{"OffDisableNotify", Options{CacheTTL: -1, DisableNotify: true}, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.o.Table = newTable(t, url)
@@ -144,8 +150,10 @@ func TestProbe(t *testing.T) {
 
 	lose.Store(false)
 	waitLive(t, s, true)
-	for reloads.Load() == 0 {
-		time.Sleep(time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); reloads.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("subscribers were not told to reload once notifications arrived")
+		}
 	}
 	if _, err := s.Load(t.Context(), r.Key); err != nil {
 		t.Fatal(err)
@@ -155,5 +163,102 @@ func TestProbe(t *testing.T) {
 	}
 	if hits, _ := s.CacheStats(); hits == 0 {
 		t.Error("no cache hit once notifications arrive")
+	}
+}
+
+// TestCacheNeedsNotify: a positive CacheTTL with DisableNotify is refused.
+func TestCacheNeedsNotify(t *testing.T) {
+	url := testURL(t)
+	if s, err := Open(t.Context(), url, &Options{Table: newTable(t, url), CacheTTL: time.Minute, DisableNotify: true, Logger: quiet}); err == nil {
+		s.Close()
+		t.Fatal("Open accepted a cache without notifications")
+	}
+}
+
+// deafProxy forwards PostgreSQL's protocol between clients and target
+// but drops every NotificationResponse ('A') the server sends, as a
+// transaction pooler in effect does to a LISTEN. It returns its address.
+func deafProxy(t *testing.T, target string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() {
+				defer c.Close()
+				defer s.Close()
+				// The server's messages after startup are a type byte and
+				// a length; the startup exchange is too (the client's
+				// SSLRequest is refused with a single 'N' byte only when
+				// asked, and sslmode=disable does not ask).
+				hdr := make([]byte, 5)
+				for {
+					if _, err := io.ReadFull(s, hdr); err != nil {
+						return
+					}
+					body := make([]byte, binary.BigEndian.Uint32(hdr[1:])-4)
+					if _, err := io.ReadFull(s, body); err != nil {
+						return
+					}
+					if hdr[0] == 'A' {
+						continue
+					}
+					if _, err := c.Write(append(hdr, body...)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestDeafConnection runs a Store whose every connection goes through a
+// proxy that drops notifications: LISTEN succeeds, nothing ever arrives.
+// Unlike TestProbe, nothing in the Store is told to fail; the probe must
+// notice by itself, keep the cache off and say why.
+func TestDeafConnection(t *testing.T) {
+	url := testURL(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(url, "sslmode=disable") {
+		t.Skip("the proxy speaks plain PostgreSQL only; use sslmode=disable")
+	}
+	addr := deafProxy(t, net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))))
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Fallbacks = host, uint16(p), nil
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	var logs lockedBuffer
+	s, err := New(t.Context(), pool, &Options{Table: newTable(t, url), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for deadline := time.Now().Add(probeTimeout + time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if s.cache.live.Load() {
+			t.Fatal("the cache is on though no notification reaches the store")
+		}
+	}
+	if !strings.Contains(logs.String(), "notifications do not reach the listening connection") {
+		t.Fatalf("the log does not say why the cache is off:\n%s", logs.String())
 	}
 }
