@@ -2,6 +2,8 @@ package live
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/hallpass/hallpass"
@@ -10,23 +12,28 @@ import (
 // lister shares the reads of one user's session list among the streams
 // that re-check at the same time, as all of a user's streams do after a
 // user-wide event or a lost broadcast. A stream must not take a list read
-// before it asked, which may predate the very change it is checking for,
-// so a stream that finds a read in progress waits for the next one, which
-// starts when that one ends and serves everyone who asked meanwhile: at
-// most one read in progress and one waiting per user, each fresh for all
-// who get it.
+// begun before it asked, which may predate the very change it is checking
+// for, so a stream that finds a read in progress waits for the next one,
+// which starts when that one ends and serves everyone who asked
+// meanwhile: at most one read in progress and one waiting per user, each
+// fresh for all who get it.
 type lister struct {
-	base context.Context // ends the reads when the Hub closes
+	base    context.Context // ends the reads when the Hub closes
+	onError func(error)
+	wg      sync.WaitGroup // the reads' goroutines, for Close
 
 	mu      sync.Mutex
 	running map[listKey]*listing
 	waiting map[listKey]*listing
 }
 
-func newLister(base context.Context) *lister {
-	return &lister{base: base, running: make(map[listKey]*listing), waiting: make(map[listKey]*listing)}
+func newLister(base context.Context, onError func(error)) *lister {
+	return &lister{base: base, onError: onError,
+		running: make(map[listKey]*listing), waiting: make(map[listKey]*listing)}
 }
 
+// listKey names whose sessions are read, and by which Manager: the
+// answer depends on its store and clock.
 type listKey struct {
 	m    *hallpass.Manager
 	user string
@@ -41,15 +48,20 @@ type listing struct {
 }
 
 // list returns user's sessions, read by m after this call began. ctx
-// bounds only the wait: the read itself is bounded by checkTimeout, as it
-// may serve other streams.
+// bounds only the wait: the read itself, which may serve other streams,
+// is bounded by checkTimeout and by the Hub's Close.
 func (l *lister) list(ctx context.Context, m *hallpass.Manager, user string) ([]hallpass.SessionInfo, error) {
 	k := listKey{m, user}
 	l.mu.Lock()
+	if err := l.base.Err(); err != nil {
+		l.mu.Unlock()
+		return nil, err
+	}
 	var r *listing
 	if l.running[k] == nil {
 		r = &listing{done: make(chan struct{})}
 		l.running[k] = r
+		l.wg.Add(1)
 		go l.read(k, r)
 	} else if r = l.waiting[k]; r == nil {
 		r = &listing{done: make(chan struct{})}
@@ -66,12 +78,24 @@ func (l *lister) list(ctx context.Context, m *hallpass.Manager, user string) ([]
 	}
 }
 
-// read runs r, then the listing that waited for it, if any.
+// read runs r, then the listing that waited for it, if any. A failed
+// read is reported once, however many streams it served; a store that
+// panics fails the read instead of the process, as it would have failed
+// only its request had the stream read for itself.
 func (l *lister) read(k listKey, r *listing) {
+	defer l.wg.Done()
 	for r != nil {
-		ctx, cancel := context.WithTimeout(l.base, checkTimeout)
-		r.sessions, r.err = k.m.UserSessions(ctx, k.user)
-		cancel()
+		if err := l.base.Err(); err != nil {
+			r.err = err // the Hub closed: no more reads
+		} else {
+			r.sessions, r.err = l.readOne(k)
+		}
+		switch {
+		case r.err == nil, errors.Is(r.err, hallpass.ErrNoServerState):
+		case l.base.Err() != nil: // the Hub closed; nobody waits
+		default:
+			l.onError(r.err)
+		}
 		close(r.done)
 		l.mu.Lock()
 		r = l.waiting[k]
@@ -83,4 +107,15 @@ func (l *lister) read(k listKey, r *listing) {
 		}
 		l.mu.Unlock()
 	}
+}
+
+func (l *lister) readOne(k listKey) (sessions []hallpass.SessionInfo, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			sessions, err = nil, fmt.Errorf("live: listing the sessions of a user panicked: %v", v)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(l.base, checkTimeout)
+	defer cancel()
+	return k.m.UserSessions(ctx, k.user)
 }

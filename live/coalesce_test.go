@@ -19,6 +19,7 @@ type slowLists struct {
 	calls   atomic.Int32
 	delay   atomic.Int64 // ns each call waits before reading
 	armed   atomic.Bool
+	panics  atomic.Pointer[string] // ListUser panics with it when set
 	entered chan struct{}
 	release chan struct{}
 }
@@ -29,7 +30,14 @@ func newSlowLists(b *bus) *slowLists {
 
 func (s *slowLists) ListUser(ctx context.Context, user string) ([]*hallpass.Record, error) {
 	s.calls.Add(1)
-	time.Sleep(time.Duration(s.delay.Load()))
+	if p := s.panics.Load(); p != nil {
+		panic(*p)
+	}
+	select {
+	case <-time.After(time.Duration(s.delay.Load())):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	recs, err := s.bus.ListUser(ctx, user)
 	if s.armed.CompareAndSwap(true, false) {
 		close(s.entered)
@@ -56,8 +64,10 @@ func TestRechecksShareReads(t *testing.T) {
 	for _, s := range streams {
 		s.live(300 * time.Millisecond)
 	}
-	if n := store.calls.Load(); n == 0 || n > 3 {
-		t.Errorf("%d streams re-checking at once read the list %d times, want 1 to 3", len(streams), n)
+	// The first stream to ask starts a read; the others ask while it is
+	// in progress, and share the next.
+	if n := store.calls.Load(); n < 2 || n > 3 {
+		t.Errorf("%d streams re-checking at once read the list %d times, want 2 or 3", len(streams), n)
 	}
 }
 
@@ -94,4 +104,45 @@ func TestRecheckReadsAfterAsking(t *testing.T) {
 		t.Fatalf("laptop stream: %d", onLaptop.code)
 	}
 	onLaptop.live(100 * time.Millisecond)
+}
+
+// TestRecheckFailures: a read that fails is reported once to OnError,
+// however many streams it served, and a store that panics fails the read,
+// not the process; the streams stay open, to try again later. A Hub that
+// closes while a read is in progress reports nothing.
+func TestRecheckFailures(t *testing.T) {
+	clock := newClock()
+	store := newSlowLists(newBus(t, clock))
+	var errs atomic.Int32
+	opts := fast
+	opts.OnError = func(error) { errs.Add(1) }
+	a := newApp(t, store, store, clock, opts, hallpass.Config{})
+	c := a.login("alice")
+	streams := []*stream{a.open(c), a.open(c), a.open(c)}
+
+	msg := "the store broke"
+	store.panics.Store(&msg)
+	store.delay.Store(int64(50 * time.Millisecond))
+	store.calls.Store(0)
+	store.Reconnect()
+	for _, s := range streams {
+		s.live(200 * time.Millisecond)
+	}
+	if n, calls := errs.Load(), store.calls.Load(); n == 0 || n != calls {
+		t.Errorf("%d failed reads reported %d times, want once each", calls, n)
+	}
+
+	store.panics.Store(nil)
+	store.delay.Store(int64(time.Second))
+	errs.Store(0)
+	store.Reconnect()
+	time.Sleep(100 * time.Millisecond) // a read in progress
+	closed := time.Now()
+	a.hub.Close()
+	if d := time.Since(closed); d > 500*time.Millisecond {
+		t.Errorf("Close took %v", d)
+	}
+	if n := errs.Load(); n != 0 {
+		t.Errorf("Close made %d errors reported", n)
+	}
 }

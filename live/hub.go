@@ -151,7 +151,7 @@ func NewHub(bc hallpass.Broadcaster, opts *Options) *Hub {
 	}
 	var base context.Context
 	base, h.stopLists = context.WithCancel(context.Background())
-	h.lists = newLister(base)
+	h.lists = newLister(base, o.OnError)
 	if bc != nil {
 		h.out = make(chan notice, sendQueue)
 		h.wg.Add(1)
@@ -176,6 +176,7 @@ func (h *Hub) Close() error {
 		close(h.done)
 		h.stopLists()
 		h.wg.Wait()
+		h.lists.wg.Wait()
 	})
 	return nil
 }
