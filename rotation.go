@@ -45,14 +45,14 @@ type tombstone struct {
 // of package successor.
 const successorLabel = "hallpass rotation successor"
 
-func sealSuccessor(old, next string) []byte {
+func sealSuccessor(old, next string) ([]byte, error) {
 	return successor.Seal(successorLabel, old, next, []byte(tombstoneKey))
 }
 
 func openSuccessor(old string, sealed []byte) (string, error) {
-	next, ok := successor.Open(successorLabel, old, sealed, []byte(tombstoneKey))
-	if !ok {
-		return "", errors.New("hallpass: tombstone does not open with this token")
+	next, err := successor.Open(successorLabel, old, sealed, []byte(tombstoneKey))
+	if err != nil {
+		return "", fmt.Errorf("hallpass: tombstone: %w", err)
 	}
 	if _, err := ParseToken(next); err != nil {
 		return "", errors.New("hallpass: tombstone holds no token")
@@ -110,16 +110,19 @@ func (m *Manager) rotatePeriodic(ctx context.Context, rec *Record, oldToken stri
 	if err != nil {
 		return nil, "", err
 	}
-	ts, _ := json.Marshal(tombstone{Sealed: sealSuccessor(oldToken, token), RotatedAt: now.UnixMilli()})
-	until := minTime(now.Add(m.theftWindow), rec.AbsoluteDeadline)
-	err = m.store.Create(ctx, &Record{
-		Key:       rec.Key,
-		Handle:    rec.Handle,
-		Meta:      Meta{AbsoluteDeadline: until},
-		Touch:     Touch{LastSeen: now, IdleDeadline: until},
-		CreatedAt: now,
-		Data:      map[string]json.RawMessage{tombstoneKey: ts},
-	})
+	sealed, err := sealSuccessor(oldToken, token)
+	if err == nil {
+		ts, _ := json.Marshal(tombstone{Sealed: sealed, RotatedAt: now.UnixMilli()})
+		until := minTime(now.Add(m.theftWindow), rec.AbsoluteDeadline)
+		err = m.store.Create(ctx, &Record{
+			Key:       rec.Key,
+			Handle:    rec.Handle,
+			Meta:      Meta{AbsoluteDeadline: until},
+			Touch:     Touch{LastSeen: now, IdleDeadline: until},
+			CreatedAt: now,
+			Data:      map[string]json.RawMessage{tombstoneKey: ts},
+		})
+	}
 	if err != nil {
 		// The rotation itself stands; without the tombstone a request
 		// still carrying the old token is a guest, and reuse of it goes

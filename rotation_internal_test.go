@@ -1,10 +1,16 @@
 package hallpass
 
-import "testing"
+import (
+	"encoding/hex"
+	"testing"
+)
 
 func TestSealedSuccessorOpensOnlyWithItsToken(t *testing.T) {
 	old, next := NewToken(), NewToken()
-	sealed := sealSuccessor(old, next)
+	sealed, err := sealSuccessor(old, next)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if got, err := openSuccessor(old, sealed); err != nil || got != next {
 		t.Fatalf("openSuccessor = %q, %v", got, err)
 	}
@@ -27,7 +33,7 @@ func TestSealedSuccessorOpensOnlyWithItsToken(t *testing.T) {
 // yields nothing but a canonical token, whatever the store hands back.
 func FuzzOpenSuccessor(f *testing.F) {
 	old := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
-	sealed := sealSuccessor(old, NewToken())
+	sealed, _ := sealSuccessor(old, NewToken())
 	f.Add(old, sealed)
 	f.Add(old, []byte{})
 	f.Add("", []byte("short"))
@@ -40,4 +46,15 @@ func FuzzOpenSuccessor(f *testing.F) {
 			t.Fatalf("tombstone yielded %q, not a token", got)
 		}
 	})
+}
+
+// TestTombstoneFromEarlierRelease opens a tombstone sealed by the release
+// before package successor took over the sealing: tombstones in stores
+// must keep opening across upgrades.
+func TestTombstoneFromEarlierRelease(t *testing.T) {
+	old, next := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8"
+	sealed, _ := hex.DecodeString("f452c23b188e93b7af1965eaa6251004d49f62fc356ad6f98e047dee814d731498f809c12df12cfc052fd59f62d005e81cf11d1699ce8f2908d37205d35fd021e7ef381133060e")
+	if got, err := openSuccessor(old, sealed); err != nil || got != next {
+		t.Fatalf("openSuccessor = %q, %v; want %q", got, err, next)
+	}
 }

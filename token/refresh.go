@@ -112,13 +112,13 @@ type family struct {
 // package successor.
 const successorLabel = "hallpass refresh successor"
 
-func sealSuccessor(old, next string) []byte {
+func sealSuccessor(old, next string) ([]byte, error) {
 	return successor.Seal(successorLabel, old, next, []byte(tombDataKey))
 }
 
 func openSuccessor(old string, sealed []byte) (string, bool) {
-	next, ok := successor.Open(successorLabel, old, sealed, []byte(tombDataKey))
-	if !ok || parseRefresh(next) != nil {
+	next, err := successor.Open(successorLabel, old, sealed, []byte(tombDataKey))
+	if err != nil || parseRefresh(next) != nil {
 		return "", false
 	}
 	return next, true
@@ -304,9 +304,13 @@ func (is *Issuer) refresh(ctx context.Context, rt, ip, ua string) (*Pair, error)
 		return nil, err
 	}
 	next := newRefreshToken()
+	sealed, err := sealSuccessor(rt, next)
+	if err != nil {
+		return nil, fmt.Errorf("token: refresh: %w", err)
+	}
 	ts := tombstone{
 		User: c.User, Gen: c.Gen, Stamp: c.Stamp,
-		Sealed:  sealSuccessor(rt, next),
+		Sealed:  sealed,
 		Rotated: now.UnixMilli(),
 		Expires: now.Add(jitter(is.refreshTTL)).UnixMilli(),
 	}

@@ -11,46 +11,60 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 )
+
+// errOpen is the one error of Open: which check failed is nobody's
+// business.
+var errOpen = errors.New("successor: the seal does not open with this credential")
 
 // aead derives the cipher for credentials sealed under old: AES-256-GCM
 // with a key from HKDF-SHA256 of old under label, so that each use of the
-// package has keys of its own.
-func aead(label, old string) cipher.AEAD {
+// package has keys of its own. It fails only where the platform refuses
+// the algorithm, as a FIPS 140-only mode refuses GCM with nonces it did
+// not make.
+func aead(label, old string) (cipher.AEAD, error) {
 	key, err := hkdf.Key(sha256.New, []byte(old), nil, label, 32)
 	if err != nil {
-		panic(err) // cannot happen: 32 bytes of SHA-256 HKDF output
+		return nil, fmt.Errorf("successor: derive the key: %w", err)
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
-		panic(err) // cannot happen: a 32-byte key
+		return nil, fmt.Errorf("successor: %w", err)
 	}
 	a, err := cipher.NewGCM(block)
 	if err != nil {
-		panic(err) // cannot happen: AES has 16-byte blocks
+		return nil, fmt.Errorf("successor: %w", err)
 	}
-	return a
+	return a, nil
 }
 
 // Seal returns next sealed under old, as nonce || ciphertext, bound to
 // ad.
-func Seal(label, old, next string, ad []byte) []byte {
-	a := aead(label, old)
+func Seal(label, old, next string, ad []byte) ([]byte, error) {
+	a, err := aead(label, old)
+	if err != nil {
+		return nil, err
+	}
 	nonce := make([]byte, a.NonceSize(), a.NonceSize()+len(next)+a.Overhead())
 	rand.Read(nonce)
-	return a.Seal(nonce, nonce, []byte(next), ad)
+	return a.Seal(nonce, nonce, []byte(next), ad), nil
 }
 
 // Open returns what Seal sealed under old with the same label and ad, or
-// false if sealed is anything else.
-func Open(label, old string, sealed, ad []byte) (string, bool) {
-	a := aead(label, old)
+// an error if sealed is anything else.
+func Open(label, old string, sealed, ad []byte) (string, error) {
+	a, err := aead(label, old)
+	if err != nil {
+		return "", err
+	}
 	if len(sealed) < a.NonceSize() {
-		return "", false
+		return "", errOpen
 	}
 	plain, err := a.Open(nil, sealed[:a.NonceSize()], sealed[a.NonceSize():], ad)
 	if err != nil {
-		return "", false
+		return "", errOpen
 	}
-	return string(plain), true
+	return string(plain), nil
 }
