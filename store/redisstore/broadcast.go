@@ -63,6 +63,9 @@ var ErrBroadcastMessage = broadcast.ErrMessage
 // messages behind. A call in progress may finish after stop returns; none
 // starts afterwards.
 func (s *Store) Subscribe(fn func(msg []byte)) (stop func()) {
+	if fn == nil {
+		panic("redisstore: Subscribe with a nil func")
+	}
 	sub := broadcast.NewSubscriber(fn, subscriberQueue)
 	s.hub.add(sub)
 	var once sync.Once

@@ -14,7 +14,11 @@ import (
 // reconnecting client does. The zero value is ready.
 //
 // Deliveries happen one at a time, before Broadcast returns; a subscriber
-// must not broadcast from its callback.
+// must not broadcast from its callback. Unlike a store, Bus carries any
+// bytes, so that a test can put on the channel what another publisher
+// could (garbage included); what the stores accept is JSON of at most
+// 1 KiB, and code that broadcasts should be tested against one of them
+// too.
 type Bus struct {
 	deliver sync.Mutex // one delivery at a time
 	mu      sync.Mutex
