@@ -297,10 +297,12 @@ func wantsJSON(r *http.Request) bool {
 
 // SafeNext returns next if it is a path on this site, else "/": use it on
 // the ?next= of a sign-in or re-auth page so it cannot send the user to
-// another site.
+// another site. It refuses any backslash, not only a leading one:
+// browsers read one as a slash, and http.Redirect cleans "." and ".."
+// segments out of the path, so "/./\\evil.example" would go out as
+// "/\\evil.example", which a browser follows to evil.example.
 func SafeNext(next string) string {
-	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") ||
-		strings.ContainsAny(next, "\r\n\t") {
+	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n\t") {
 		return "/"
 	}
 	if u, err := url.Parse(next); err != nil || u.Scheme != "" || u.Host != "" {

@@ -147,6 +147,11 @@ func TestSafeNext(t *testing.T) {
 		"javascript:alert(1)":   "/",
 		"account":               "/",
 		"/a\r\nSet-Cookie: x":   "/",
+		"/./\\evil.example":     "/",
+		"/../\\evil.example":    "/",
+		"/a/../\\evil.example":  "/",
+		"/a\\b":                 "/",
+		"/a/./b/../c":           "/a/./b/../c",
 	} {
 		if got := hallpass.SafeNext(in); got != want {
 			t.Errorf("SafeNext(%q) = %q, want %q", in, got, want)
@@ -168,7 +173,7 @@ func TestParseLevel(t *testing.T) {
 // FuzzSafeNext checks that whatever comes back is a local path: no
 // scheme, no host, nothing a browser would resolve to another site.
 func FuzzSafeNext(f *testing.F) {
-	for _, s := range []string{"/account", "//evil.example", "/\\evil", "https://x", "/a?b#c", "/%2F%2Fevil", " /x", "/\t/evil"} {
+	for _, s := range []string{"/account", "//evil.example", "/\\evil", "https://x", "/a?b#c", "/%2F%2Fevil", " /x", "/\t/evil", "/./\\evil", "/a/../\\evil"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, next string) {
@@ -181,11 +186,14 @@ func FuzzSafeNext(f *testing.F) {
 			strings.HasPrefix(got, "//") || strings.HasPrefix(got, "/\\") {
 			t.Fatalf("SafeNext(%q) = %q, which can leave the site", next, got)
 		}
-		// Browsers strip tabs and newlines before resolving: check the
-		// path they would actually follow.
-		stripped := strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(got)
-		if strings.HasPrefix(stripped, "//") || strings.HasPrefix(stripped, "/\\") {
-			t.Fatalf("SafeNext(%q) = %q, which a browser reads as another host", next, got)
+		// Browsers strip tabs and newlines before resolving, and read a
+		// backslash as a slash: check the Location http.Redirect sends,
+		// after it cleaned the path, as a browser would follow it.
+		w := httptest.NewRecorder()
+		http.Redirect(w, httptest.NewRequest("GET", "/login", nil), got, http.StatusSeeOther)
+		loc := strings.NewReplacer("\t", "", "\n", "", "\r", "", "\\", "/").Replace(w.Header().Get("Location"))
+		if lu, err := url.Parse(loc); strings.HasPrefix(loc, "//") || err == nil && (lu.Scheme != "" || lu.Host != "") {
+			t.Fatalf("SafeNext(%q) = %q, redirected to %q, which a browser reads as another site", next, got, w.Header().Get("Location"))
 		}
 	})
 }
