@@ -219,12 +219,13 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 // throttle. It returns the user, or nil for a failure that must be
 // reported with loginFailed alone, or how long the client must wait.
 func (a *app) checkPassword(r *http.Request, username, password string) (*user, time.Duration, error) {
-	ip := a.sessions.ClientIP(r)
-	if wait := a.throttle.wait(username, ip); wait > 0 {
+	at, wait := a.throttle.beginPassword(username, a.sessions.ClientIP(r))
+	if wait > 0 {
 		return nil, wait, nil
 	}
 	u, err := a.users.ByName(r.Context(), username)
 	if err != nil && !errors.Is(err, errNoUser) {
+		at.aborted()
 		return nil, 0, err
 	}
 	var hash string // "": Verify works on a dummy hash instead, taking as long
@@ -232,14 +233,15 @@ func (a *app) checkPassword(r *http.Request, username, password string) (*user, 
 		hash = u.PasswordHash
 	}
 	ok, err := a.passwords.Verify(r.Context(), password, hash)
-	if err != nil {
+	switch {
+	case err != nil:
+		at.aborted()
 		return nil, 0, err
-	}
-	if !ok {
-		a.throttle.fail(username, ip)
+	case !ok:
+		at.failed()
 		return nil, 0, nil
 	}
-	a.throttle.succeed(username)
+	at.succeeded()
 	return u, 0, nil
 }
 

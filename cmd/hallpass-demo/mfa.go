@@ -74,19 +74,20 @@ func (a *app) totpStep(secret, code string) (int64, bool) {
 // clear them, and only a right code does. It returns whether the code was
 // right, or how long the client must wait.
 func (a *app) checkCode(r *http.Request, u *user, code string) (bool, time.Duration, error) {
-	ip := a.sessions.ClientIP(r)
-	if wait := a.throttle.waitCode(u.Username, ip); wait > 0 {
+	at, wait := a.throttle.beginCode(u.Username, a.sessions.ClientIP(r))
+	if wait > 0 {
 		return false, wait, nil
 	}
 	ok, err := a.checkTOTP(r.Context(), u, code)
-	if err != nil {
+	switch {
+	case err != nil:
+		at.aborted()
 		return false, 0, err
-	}
-	if !ok {
-		a.throttle.failCode(u.Username, ip)
+	case !ok:
+		at.failed()
 		return false, 0, nil
 	}
-	a.throttle.succeedCode(u.Username)
+	at.succeeded()
 	return true, 0, nil
 }
 

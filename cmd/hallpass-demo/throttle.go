@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -42,40 +43,77 @@ func newThrottle(now func() time.Time) *throttle {
 
 // accountKey counts an account's failed passwords; codeKey its failed
 // two-step codes, apart, so that knowing the password does not reset the
-// count of guessed codes.
+// count of guessed codes. Addresses are counted by the address for IPv4
+// and by the /64 for IPv6, which one client usually holds whole.
 func accountKey(name string) string { return "a:" + strings.ToLower(name) }
 func codeKey(name string) string    { return "c:" + strings.ToLower(name) }
-func addrKey(ip string) string      { return "i:" + ip }
-func signupKey(ip string) string    { return "s:" + ip }
+func addrKey(ip string) string      { return "i:" + clientNet(ip) }
+func signupKey(ip string) string    { return "s:" + clientNet(ip) }
 
-// wait returns how long a password attempt must wait, or 0 if it may go
-// ahead.
-func (t *throttle) wait(account, ip string) time.Duration {
-	return t.waitKey(accountKey(account), ip)
+// clientNet is the address ip, or its /64 for IPv6.
+func clientNet(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return ip
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
 }
 
-// fail records a failed password.
-func (t *throttle) fail(account, ip string) { t.failKey(accountKey(account), ip) }
-
-// succeed forgets the account's failed passwords: its owner got in. Its
-// failed codes stay.
-func (t *throttle) succeed(account string) { t.forget(accountKey(account)) }
-
-// waitCode, failCode and succeedCode are wait, fail and succeed for
-// two-step codes.
-func (t *throttle) waitCode(account, ip string) time.Duration {
-	return t.waitKey(codeKey(account), ip)
+// check is a password or code check in progress. It counts as a
+// failure from the moment it begins, so that concurrent attempts cannot
+// all pass the limit before any of them is counted; its outcome then
+// keeps, moves or takes back that count.
+type check struct {
+	t         *throttle
+	key, addr string
+	at        time.Time
 }
-func (t *throttle) failCode(account, ip string) { t.failKey(codeKey(account), ip) }
-func (t *throttle) succeedCode(account string)  { t.forget(codeKey(account)) }
 
-// waitKey returns how long an attempt counted under the account key key
-// and address ip must wait, or 0.
-func (t *throttle) waitKey(key, ip string) time.Duration {
+// beginPassword starts a password attempt for account from ip, or returns
+// how long the client must wait.
+func (t *throttle) beginPassword(account, ip string) (*check, time.Duration) {
+	return t.begin(accountKey(account), ip)
+}
+
+// beginCode starts a two-step code attempt for account from ip, or
+// returns how long the client must wait.
+func (t *throttle) beginCode(account, ip string) (*check, time.Duration) {
+	return t.begin(codeKey(account), ip)
+}
+
+func (t *throttle) begin(key, ip string) (*check, time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	return max(t.waitLocked(key, maxFailAccount, now), t.waitLocked(addrKey(ip), maxFailAddr, now))
+	addr := addrKey(ip)
+	if wait := max(t.waitLocked(key, maxFailAccount, now), t.waitLocked(addr, maxFailAddr, now)); wait > 0 {
+		return nil, wait
+	}
+	t.countLocked(now, key, addr)
+	return &check{t: t, key: key, addr: addr, at: now}, 0
+}
+
+// failed keeps the attempt counted, as a failure.
+func (a *check) failed() {}
+
+// succeeded forgets the failures of the attempt's account key (its owner
+// got in; for a password, the account's failed codes stay) and takes the
+// attempt back from its address.
+func (a *check) succeeded() {
+	a.t.mu.Lock()
+	defer a.t.mu.Unlock()
+	delete(a.t.fails, a.key)
+	a.t.uncountLocked(a.addr, a.at)
+}
+
+// aborted takes the attempt back: it was neither right nor wrong (the
+// check itself failed).
+func (a *check) aborted() {
+	a.t.mu.Lock()
+	defer a.t.mu.Unlock()
+	a.t.uncountLocked(a.key, a.at)
+	a.t.uncountLocked(a.addr, a.at)
 }
 
 // waitLocked returns how long until key has fewer than limit attempts in
@@ -87,15 +125,8 @@ func (t *throttle) waitLocked(key string, limit int, now time.Time) time.Duratio
 	return 0
 }
 
-// failKey records a failed attempt under the account key key and address
-// ip.
-func (t *throttle) failKey(key, ip string) { t.count(key, addrKey(ip)) }
-
-// count records an attempt now under each key.
-func (t *throttle) count(keys ...string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.now()
+// countLocked records an attempt at now under each key.
+func (t *throttle) countLocked(now time.Time, keys ...string) {
 	if len(t.fails) >= throttleKeys {
 		t.sweep(now)
 	}
@@ -104,22 +135,35 @@ func (t *throttle) count(keys ...string) {
 	}
 }
 
-// signup returns how long a signup from ip must wait, or 0 if it may go
-// ahead, in which case it counts as one of the address's attempts.
-func (t *throttle) signup(ip string) time.Duration {
-	t.mu.Lock()
-	wait := t.waitLocked(signupKey(ip), maxSignupAddr, t.now())
-	t.mu.Unlock()
-	if wait == 0 {
-		t.count(signupKey(ip))
+// uncountLocked removes one attempt made at at from key.
+func (t *throttle) uncountLocked(key string, at time.Time) {
+	fs := t.fails[key]
+	for i := len(fs) - 1; i >= 0; i-- {
+		if fs[i].Equal(at) {
+			fs = append(fs[:i], fs[i+1:]...)
+			break
+		}
 	}
-	return wait
+	if len(fs) == 0 {
+		delete(t.fails, key)
+	} else {
+		t.fails[key] = fs
+	}
 }
 
-func (t *throttle) forget(key string) {
+// signup returns how long a signup from ip must wait, or 0 if it may go
+// ahead, in which case it counts as one of the address's attempts, in the
+// same step, so that concurrent signups cannot all pass the check.
+func (t *throttle) signup(ip string) time.Duration {
 	t.mu.Lock()
-	delete(t.fails, key)
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	now := t.now()
+	key := signupKey(ip)
+	if wait := t.waitLocked(key, maxSignupAddr, now); wait > 0 {
+		return wait
+	}
+	t.countLocked(now, key)
+	return 0
 }
 
 // recent returns key's failures inside the window, dropping older ones.
