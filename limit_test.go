@@ -2,6 +2,7 @@ package hallpass_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -264,4 +265,45 @@ func TestClearKeepsSignIn(t *testing.T) {
 			t.Errorf("after Clear the session is %q at %v, want alice at single_factor", a.UserID, a.Level)
 		}
 	})
+}
+
+// TestClearLeavesOthersChanges: Clear removes the keys its request knows
+// of and does not write the library's own: a change another request of
+// the session made to them meanwhile (here the downgrade a browser change
+// makes) stays, and so does a key that request set.
+func TestClearLeavesOthersChanges(t *testing.T) {
+	h := newHarness(t, hallpass.Config{})
+	c := h.signIn("alice", "Firefox", "192.0.2.1")
+	h.serve(c, cart("pen"))
+	k := hallpass.KeyOf(c)
+	var other json.RawMessage
+	h.serve(c, func(w http.ResponseWriter, r *http.Request) {
+		s := hallpass.FromRequest(r)
+		// Meanwhile, another request of the session.
+		rec, err := h.store.Load(r.Context(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other = json.RawMessage(strings.Replace(string(rec.Data["hallpass.auth"]), `{`, `{"reauth_required":true,`, 1))
+		d := hallpass.Delta{Set: map[string]json.RawMessage{"hallpass.auth": other, "wishlist": json.RawMessage(`"book"`)}}
+		if err := h.store.Update(r.Context(), k, d); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Clear(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	rec, err := h.store.Load(t.Context(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(rec.Data["hallpass.auth"]); got != string(other) {
+		t.Errorf("hallpass.auth after Clear = %s, want the other request's %s", got, other)
+	}
+	if _, ok := rec.Data["cart"]; ok {
+		t.Error("Clear left the key its request knew of")
+	}
+	if string(rec.Data["wishlist"]) != `"book"` {
+		t.Errorf("Clear removed a key set meanwhile by another request: %q", rec.Data["wishlist"])
+	}
 }

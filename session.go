@@ -215,18 +215,25 @@ func (s *Session) Delete(key string) error {
 }
 
 // Clear removes every key. The session itself, who is signed in to it and
-// how (the library's own "hallpass." keys), stay.
+// how (the library's own "hallpass." keys), stay. As with Delete, what is
+// removed is the keys this request knows of: a key another request of the
+// session sets meanwhile stays, and the library's own keys are not written
+// at all, so that a change another request made to them (a downgrade, a
+// re-authentication) is not undone with this request's older copy.
 func (s *Session) Clear() error {
 	return s.change(func() {
-		kept := make(map[string]json.RawMessage)
-		for k, v := range s.data {
+		s.ownDataLocked()
+		for k := range s.data {
 			if reservedKey(k) {
-				kept[k] = v
+				continue
 			}
+			delete(s.data, k)
+			delete(s.set, k)
+			if s.removed == nil {
+				s.removed = make(map[string]struct{})
+			}
+			s.removed[k] = struct{}{}
 		}
-		// The store clears everything, then sets the kept keys again.
-		s.data, s.dataOwned = kept, true
-		s.set, s.removed, s.cleared = maps.Clone(kept), nil, true
 	})
 }
 
