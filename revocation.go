@@ -194,12 +194,30 @@ func (r *Revocations) RevokeUser(ctx context.Context, userID string) error {
 func (r *Revocations) Retain() time.Duration { return r.retain }
 
 // RevokeID invalidates the credential with id (a token's jti, a sealed
-// session's handle) on every instance, until it would have expired.
+// session's handle) on every instance, until it would have expired. A
+// zero until, a credential without an expiry, keeps the revocation for
+// Retain; an until further away than any clock reaches is kept as the
+// furthest time a store holds (it does not wrap into the past).
 func (r *Revocations) RevokeID(ctx context.Context, id string, until time.Time) error {
 	if id == "" {
 		return errors.New("hallpass: RevokeID needs an id")
 	}
-	return r.add(ctx, revocation{Kind: "i", Subject: id, Until: until.UnixMilli()})
+	if until.IsZero() {
+		until = r.now().Add(r.retain)
+	}
+	return r.add(ctx, revocation{Kind: "i", Subject: id, Until: farMillis(until)})
+}
+
+// maxMillis is the furthest time, in unix milliseconds, that Revocations
+// keep: what every store holds exactly, Lua's doubles included.
+const maxMillis = 1<<53 - 1
+
+// farMillis is t in unix milliseconds, at most maxMillis.
+func farMillis(t time.Time) int64 {
+	if t.After(time.UnixMilli(maxMillis)) {
+		return maxMillis
+	}
+	return t.UnixMilli()
 }
 
 // Revoked reports whether a credential of userID with id, issued at

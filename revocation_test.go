@@ -305,3 +305,35 @@ func TestRevokeDeviceRevokesItsHandle(t *testing.T) {
 		t.Errorf("the revoked device is %q", got)
 	}
 }
+
+// TestRevokeIDWithoutExpiry: a credential with no expiry (a zero until)
+// or one further away than milliseconds count is revoked, and the
+// revocation is kept in the store, where another instance finds it; it
+// used to wrap into the past and be dropped as already expired.
+func TestRevokeIDWithoutExpiry(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	s := memstore.New(&memstore.Options{Now: clock.Now})
+	defer s.Close()
+	r := newRevocations(t, s, clock, time.Hour)
+	for _, c := range []struct {
+		id    string
+		until time.Time
+	}{{"no-expiry", time.Time{}}, {"far", time.Unix(1<<62, 0)}} {
+		if err := r.RevokeID(t.Context(), c.id, c.until); err != nil {
+			t.Fatal(err)
+		}
+		if !r.Revoked("", c.id, clock.Now()) {
+			t.Errorf("%s: not revoked", c.id)
+		}
+	}
+	other := newRevocations(t, s, clock, time.Hour)
+	for _, id := range []string{"no-expiry", "far"} {
+		if !other.Revoked("", id, clock.Now()) {
+			t.Errorf("%s: another instance does not know of the revocation", id)
+		}
+	}
+	clock.Add(hallpass.DefaultRevocationRetain + time.Minute)
+	if !r.Revoked("", "far", clock.Now()) {
+		t.Error("a far revocation ended with Retain")
+	}
+}

@@ -227,3 +227,22 @@ func TestOpenNewlinePadding(t *testing.T) {
 		t.Fatal("a newline-padded 5-byte value opened")
 	}
 }
+
+// TestFarDeadlines: a deadline further away than milliseconds count comes
+// back far away, not wrapped into the past.
+func TestFarDeadlines(t *testing.T) {
+	s := mustNew(t, newKey())
+	far := time.Unix(1<<62, 0)
+	in := &hallpass.Record{Handle: "h", Meta: hallpass.Meta{AbsoluteDeadline: far}, Touch: hallpass.Touch{IdleDeadline: far}}
+	v, err := s.Seal("c", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Open("c", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if soon := time.Now().AddDate(1000, 0, 0); out.AbsoluteDeadline.Before(soon) || out.IdleDeadline.Before(soon) {
+		t.Fatalf("far deadlines came back as %v and %v", out.AbsoluteDeadline, out.IdleDeadline)
+	}
+}

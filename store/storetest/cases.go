@@ -1156,11 +1156,23 @@ func testFarDeadlines(t *testing.T, s hallpass.Store) {
 			t.Fatalf("Update: %v", err)
 		}
 		check("Update", in.Key)
+		meta := in.Meta
+		meta.AbsoluteDeadline, meta.ReauthAt = far, time.Now()
+		d = hallpass.Delta{Meta: &meta, Touch: &hallpass.Touch{LastSeen: far, IdleDeadline: far}}
+		if err := s.Update(ctx, in.Key, d); err != nil {
+			t.Fatalf("Update with a Meta: %v", err)
+		}
+		check("Update with a Meta", in.Key)
 		to := newKey()
 		if err := s.Rotate(ctx, in.Key, to, hallpass.Delta{}); err != nil {
 			t.Fatalf("Rotate: %v", err)
 		}
 		check("Rotate", to)
+		next := newKey()
+		if err := s.Rotate(ctx, to, next, hallpass.Delta{Meta: &meta, Limit: &hallpass.Limit{Max: 10}}); err != nil {
+			t.Fatalf("Rotate with a Meta and a Limit: %v", err)
+		}
+		check("Rotate with a Meta and a Limit", next)
 	}
 	list, err := s.ListUser(ctx, user)
 	if err != nil {
