@@ -103,8 +103,10 @@ type AuthInfo struct {
 	Remembered bool        // the session started from a remember-me token
 }
 
-// Auth returns how the session's user authenticated. A guest has
-// LevelNone.
+// Auth returns how the session's user authenticated, from the methods
+// kept in the session. A guest has LevelNone. Require decides on the
+// level the record's Meta holds, which the library keeps equal to this
+// one.
 func (s *Session) Auth() AuthInfo {
 	if s == nil {
 		return AuthInfo{}

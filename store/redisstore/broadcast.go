@@ -53,7 +53,8 @@ func (s *Store) Broadcast(ctx context.Context, msg []byte) error {
 }
 
 // ErrBroadcastMessage is the error, wrapped, of a Broadcast whose message
-// is not what hallpass.Broadcaster promises to carry.
+// is not what hallpass.Broadcaster promises to carry; it is package
+// pgstore's ErrBroadcastMessage too.
 var ErrBroadcastMessage = broadcast.ErrMessage
 
 // Subscribe implements hallpass.Broadcaster. fn is called one call at a
