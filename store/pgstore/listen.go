@@ -51,7 +51,7 @@ func (s *Store) listenLoop(ctx context.Context) {
 	for {
 		err := s.listen(ctx, func() {
 			backoff = minBackoff
-			if lost {
+			if lost || deaf {
 				s.log.Info("pgstore: notification connection back", "table", s.q.table)
 			}
 			lost, deaf = false, false

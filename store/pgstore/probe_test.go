@@ -164,6 +164,9 @@ func TestProbe(t *testing.T) {
 	if hits, _ := s.CacheStats(); hits == 0 {
 		t.Error("no cache hit once notifications arrive")
 	}
+	if !strings.Contains(logs.String(), "notification connection back") {
+		t.Errorf("the log does not say the cache is back:\n%s", logs.String())
+	}
 }
 
 // TestCacheNeedsNotify: a positive CacheTTL with DisableNotify is refused.
