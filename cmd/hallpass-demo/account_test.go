@@ -332,8 +332,11 @@ func TestLoginReturnsToNext(t *testing.T) {
 
 	g := e.client()
 	wantRedirect(t, g.get("/account"), "/login?next=%2Faccount")
-	wantBody(t, g.get("/login?next=%2Faccount"), `name="next" value="/account"`)
-	wantNoBody(t, g.get("/login"), `name="next"`)
+	wantBody(t, g.get("/login?next=%2Faccount"), `name="next" value="/account"`, `href="/signup?next=%2faccount"`)
+	wantNoBody(t, g.get("/login"), `name="next"`, `/signup?next`)
+	wantBody(t, g.get("/signup?next=%2Faccount"), `name="next" value="/account"`, `href="/login?next=%2faccount"`)
+	wantRedirect(t, g.post("/signup", url.Values{"username": {"bob"}, "password": {"battery staple"}, "next": {"/account"}}), "/account")
+	g = e.client()
 
 	// A wrong password keeps where to go.
 	r := g.post("/login", url.Values{"username": {"alice"}, "password": {"wrong horse"}, "next": {"/account"}})

@@ -85,7 +85,7 @@ func (a *app) index(w http.ResponseWriter, r *http.Request) {
 
 // signupForm shows the empty signup form.
 func (a *app) signupForm(w http.ResponseWriter, r *http.Request) {
-	a.renderAuth(w, r, http.StatusOK, "signup", "Sign up", authPage{})
+	a.renderAuth(w, r, http.StatusOK, "signup", "Sign up", authPage{Next: hallpass.SafeNext(r.URL.Query().Get("next"))})
 }
 
 // loginForm shows the empty login form.
@@ -117,7 +117,8 @@ func (a *app) signup(w http.ResponseWriter, r *http.Request) {
 	}
 	username := strings.TrimSpace(r.PostFormValue("username"))
 	password := r.PostFormValue("password")
-	p := authPage{Username: username, Remember: r.PostFormValue("remember") != "", Next: "/"}
+	p := authPage{Username: username, Remember: r.PostFormValue("remember") != "",
+		Next: hallpass.SafeNext(r.PostFormValue("next"))}
 	if p.Errors = validateSignup(username, password); len(p.Errors) > 0 {
 		a.renderAuth(w, r, http.StatusUnprocessableEntity, "signup", "Sign up", p)
 		return
