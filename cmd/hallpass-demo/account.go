@@ -154,11 +154,7 @@ func (a *app) changePassword(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, fmt.Errorf("password changed, but signing out other sessions failed: %w", err))
 		return
 	}
-	if err := s.Set(flashKey, "Password changed; other devices signed out."); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/account", http.StatusSeeOther)
+	a.flashTo(w, r, "Password changed; other devices signed out.", "/account")
 }
 
 // devices lists the user's sessions, this one marked.
@@ -225,11 +221,7 @@ func (a *app) revokeDevice(w http.ResponseWriter, r *http.Request) {
 		// Revoking this very session is a logout.
 		msg, to = "Signed out.", "/"
 	}
-	if err := s.Set(flashKey, msg); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, to, http.StatusSeeOther)
+	a.flashTo(w, r, msg, to)
 }
 
 // revokeOthers signs out every session of the user but this one.
@@ -257,11 +249,7 @@ func (a *app) revokeOthers(w http.ResponseWriter, r *http.Request) {
 	default:
 		msg = fmt.Sprintf("Signed out %d other devices.", n)
 	}
-	if err := s.Set(flashKey, msg); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/account/sessions", http.StatusSeeOther)
+	a.flashTo(w, r, msg, "/account/sessions")
 }
 
 // reauthForm asks the signed-in user for their password again, then goes
@@ -346,11 +334,7 @@ func (a *app) confirmed(w http.ResponseWriter, r *http.Request, method, next str
 	if method == hallpass.MethodTOTP {
 		msg = "Code confirmed."
 	}
-	if err := s.Set(flashKey, msg); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	a.flashTo(w, r, msg, next)
 }
 
 // changeEmail handles POST /account/email: a sensitive action, so it sits
@@ -369,9 +353,5 @@ func (a *app) changeEmail(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
-	if err := hallpass.FromRequest(r).Set(flashKey, "Email address changed."); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/account", http.StatusSeeOther)
+	a.flashTo(w, r, "Email address changed.", "/account")
 }

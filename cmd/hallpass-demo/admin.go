@@ -129,11 +129,7 @@ func (a *app) MetricsHandler() http.Handler {
 }
 
 func (a *app) adminDone(w http.ResponseWriter, r *http.Request, msg string) {
-	if err := hallpass.FromRequest(r).Set(flashKey, msg); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/admin", http.StatusSeeOther)
+	a.flashTo(w, r, msg, "/admin")
 }
 
 // adminEvents handles GET /admin/events: the security events as they are

@@ -267,7 +267,6 @@ func (a *app) signIn(w http.ResponseWriter, r *http.Request, id int64, remember 
 // finishSignIn follows a successful Login: the remember-me series if
 // asked for, a message, and on to next.
 func (a *app) finishSignIn(w http.ResponseWriter, r *http.Request, remember bool, next string) {
-	s := hallpass.FromRequest(r)
 	if remember {
 		// The session is persistent, and when it ends (idle, lifetime,
 		// a cleared cookie) the browser is signed in again by its
@@ -277,11 +276,7 @@ func (a *app) finishSignIn(w http.ResponseWriter, r *http.Request, remember bool
 			return
 		}
 	}
-	if err := s.Set(flashKey, "Signed in."); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, hallpass.SafeNext(next), http.StatusSeeOther)
+	a.flashTo(w, r, "Signed in.", hallpass.SafeNext(next))
 }
 
 // logoutAll signs the user out everywhere: every session, every
@@ -312,11 +307,7 @@ func (a *app) logoutAll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msg := fmt.Sprintf("Signed out everywhere (%d sessions).", n)
-	if err := s.Set(flashKey, msg); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	a.flashTo(w, r, msg, "/")
 }
 
 // logout ends the session on the server, so that a copy of its cookie
@@ -334,11 +325,7 @@ func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	// This starts a fresh guest session just to carry the message; the
 	// one signed out is already gone from the store.
-	if err := s.Set(flashKey, "Signed out."); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	a.flashTo(w, r, "Signed out.", "/")
 }
 
 // parseForm reads a POSTed form of bounded size. On failure it has
@@ -350,4 +337,14 @@ func parseForm(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// flashTo leaves msg for the next page the session shows and sends the
+// browser to to: how every form that changes something ends.
+func (a *app) flashTo(w http.ResponseWriter, r *http.Request, msg, to string) {
+	if err := hallpass.FromRequest(r).Set(flashKey, msg); err != nil {
+		a.serverError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
 }

@@ -213,11 +213,7 @@ func (a *app) mfaEnrol(w http.ResponseWriter, r *http.Request) {
 		a.serverError(w, r, err)
 		return
 	}
-	if err := s.Set(flashKey, "Two-step verification is on. Other devices were signed out."); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/account", http.StatusSeeOther)
+	a.flashTo(w, r, "Two-step verification is on. Other devices were signed out.", "/account")
 }
 
 // startMFALogin is login's second step: the password was right, the

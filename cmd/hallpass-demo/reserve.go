@@ -772,11 +772,7 @@ func (a *app) attemptFailed(w http.ResponseWriter, r *http.Request, who requeste
 
 // reservationDone sends the browser to its reservations with msg.
 func (a *app) reservationDone(w http.ResponseWriter, r *http.Request, msg string) {
-	if err := hallpass.FromRequest(r).Set(flashKey, msg); err != nil {
-		a.serverError(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/reservations", http.StatusSeeOther)
+	a.flashTo(w, r, msg, "/reservations")
 }
 
 // reservationMissing answers 404 with msg.
