@@ -18,18 +18,26 @@ import (
 // meanwhile: at most one read in progress and one waiting per user, each
 // fresh for all who get it.
 type lister struct {
-	base    context.Context // ends the reads when the Hub closes
+	base    context.Context // ends the reads at close
+	stop    context.CancelFunc
 	onError func(error)
-	wg      sync.WaitGroup // the reads' goroutines, for Close
+	wg      sync.WaitGroup // the reads' goroutines, for close
 
 	mu      sync.Mutex
 	running map[listKey]*listing
 	waiting map[listKey]*listing
 }
 
-func newLister(base context.Context, onError func(error)) *lister {
-	return &lister{base: base, onError: onError,
+func newLister(onError func(error)) *lister {
+	base, stop := context.WithCancel(context.Background())
+	return &lister{base: base, stop: stop, onError: onError,
 		running: make(map[listKey]*listing), waiting: make(map[listKey]*listing)}
+}
+
+// close ends the reads, starts no more, and waits for their goroutines.
+func (l *lister) close() {
+	l.stop()
+	l.wg.Wait()
 }
 
 // listKey names whose sessions are read, and by which Manager: the

@@ -102,8 +102,7 @@ type Hub struct {
 	out  chan notice
 	lost atomic.Bool // out overflowed: tell the others to re-check everything
 
-	lists     *lister // the streams' re-checks, shared per user
-	stopLists context.CancelFunc
+	lists *lister // the streams' re-checks, shared per user
 
 	done      chan struct{}
 	wg        sync.WaitGroup // open streams and the sender
@@ -149,9 +148,7 @@ func NewHub(bc hallpass.Broadcaster, opts *Options) *Hub {
 		byUser:   make(map[string][]*stream),
 		done:     make(chan struct{}),
 	}
-	var base context.Context
-	base, h.stopLists = context.WithCancel(context.Background())
-	h.lists = newLister(base, o.OnError)
+	h.lists = newLister(o.OnError)
 	if bc != nil {
 		h.out = make(chan notice, sendQueue)
 		h.wg.Add(1)
@@ -174,9 +171,9 @@ func (h *Hub) Close() error {
 		h.closed = true
 		h.mu.Unlock()
 		close(h.done)
-		h.stopLists()
+		h.lists.stop() // streams waiting for a read return at once
 		h.wg.Wait()
-		h.lists.wg.Wait()
+		h.lists.close()
 	})
 	return nil
 }
