@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hallpass/hallpass/internal/unixms"
 )
 
 // Broadcaster is implemented by stores that can tell every app instance
@@ -205,19 +207,7 @@ func (r *Revocations) RevokeID(ctx context.Context, id string, until time.Time) 
 	if until.IsZero() {
 		until = r.now().Add(r.retain)
 	}
-	return r.add(ctx, revocation{Kind: "i", Subject: id, Until: farMillis(until)})
-}
-
-// maxMillis is the furthest time, in unix milliseconds, that Revocations
-// keep: what every store holds exactly, Lua's doubles included.
-const maxMillis = 1<<53 - 1
-
-// farMillis is t in unix milliseconds, at most maxMillis.
-func farMillis(t time.Time) int64 {
-	if t.After(time.UnixMilli(maxMillis)) {
-		return maxMillis
-	}
-	return t.UnixMilli()
+	return r.add(ctx, revocation{Kind: "i", Subject: id, Until: unixms.From(until)})
 }
 
 // Revoked reports whether a credential of userID with id, issued at

@@ -45,6 +45,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/internal/unixms"
 )
 
 // KeySize is the size of a sealing key.
@@ -137,21 +138,11 @@ type payload struct {
 	Version   int64                      `json:"v"`
 }
 
-// maxMS bounds sealed times: UnixMilli wraps around long before time.Time
-// ends, and a deadline of "forever" must not come back in 1970. 2^53 ms
-// is in the year 287396, and what JSON readers hold exactly.
-const maxMS = 1<<53 - 1
-
 func ms(t time.Time) int64 {
-	switch {
-	case t.IsZero():
+	if t.IsZero() {
 		return 0
-	case t.After(time.UnixMilli(maxMS)):
-		return maxMS
-	case t.Before(time.UnixMilli(-maxMS)):
-		return -maxMS
 	}
-	return t.UnixMilli()
+	return unixms.From(t)
 }
 
 func fromMS(v int64) time.Time {

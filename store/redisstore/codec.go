@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/hallpass/hallpass"
+	"github.com/hallpass/hallpass/internal/unixms"
 )
 
 // Hash fields. Metadata fields start with "m:", data keys with "d:", so no
@@ -39,24 +40,9 @@ const (
 
 var errCorrupt = errors.New("stored session is malformed")
 
-// maxMS bounds the milliseconds a time is stored as: the scripts compare
-// them as Lua numbers, doubles, exact only up to 2^53, and UnixMilli
-// wraps around long before time.Time ends. 2^53 ms is in the year
-// 287396; a later deadline is stored as that, and stays in the future.
-const maxMS = 1<<53 - 1
-
-var minMSTime, maxMSTime = time.UnixMilli(-maxMS), time.UnixMilli(maxMS)
-
-// ms is t in unix milliseconds, clamped to ±maxMS.
-func ms(t time.Time) int64 {
-	switch {
-	case t.Before(minMSTime):
-		return -maxMS
-	case t.After(maxMSTime):
-		return maxMS
-	}
-	return t.UnixMilli()
-}
+// ms is t in unix milliseconds, clamped (package unixms): the scripts
+// compare times as Lua numbers, exact only up to 2^53.
+func ms(t time.Time) int64 { return unixms.From(t) }
 
 func msString(t time.Time) string {
 	if t.IsZero() {
